@@ -1,0 +1,77 @@
+"""One-file model checkpoints shared by every trained model (metric and VAE).
+
+A checkpoint is a ``torch.save`` of a plain dict::
+
+    {"format": "lookalike-checkpoint", "version": 1,
+     "kind": "metric" | "vae" | ...,      # which embedder family loads it
+     "arch": {...},                       # everything needed to rebuild the network
+     "preprocess": {...},                 # input size, channels, normalisation
+     "recipe": {...},                     # the training settings and the command line
+     "metrics": {...},                    # final validation numbers
+     "state_dict": {...}}                 # the weights
+
+It loads with ``weights_only=True``: only tensors and plain Python values, never code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lookalike.errors import ModelError
+
+FORMAT = "lookalike-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    kind: str,
+    state_dict: dict,
+    arch: dict,
+    preprocess: dict,
+    recipe: dict | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "arch": arch,
+        "preprocess": preprocess,
+        "recipe": recipe or {},
+        "metrics": metrics or {},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+    }
+    if extra:
+        payload["extra"] = extra
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves half a checkpoint
+    return path
+
+
+def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"checkpoint {path} cannot be read: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelError(f"{path} is not a lookalike checkpoint")
+    if payload.get("version", 0) > VERSION:
+        raise ModelError(f"{path} was written by a newer lookalike (format {payload['version']})")
+    if kind is not None and payload.get("kind") != kind:
+        raise ModelError(f"{path} is a {payload.get('kind')!r} checkpoint, not {kind!r}")
+    return payload

@@ -1,0 +1,40 @@
+"""The `lookalike` command: a thin Typer layer over the library.
+
+Every module in this package that defines ``register()`` or decorates commands on the
+objects in :mod:`lookalike.cli.app` is imported here, so adding a command is adding a module.
+Library errors become a one-line message on stderr and a non-zero exit (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+from lookalike.cli.app import app, state
+from lookalike.errors import LookalikeError
+
+__all__ = ["app", "main"]
+
+
+def _load_commands() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "app" and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_load_commands()
+
+
+def main() -> None:
+    try:
+        app()
+    except LookalikeError as exc:
+        if state["debug"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

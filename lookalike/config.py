@@ -1,0 +1,61 @@
+"""Settings, read from LOOKALIKE_* environment variables (and a .env file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("lookalike", appauthor=False))
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("lookalike", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    #: database: a SQLite file path or a postgresql:// URL; default is <data_dir>/catalog.db
+    db: str | None = None
+    #: embedder used when a command does not name one
+    model: str = "default"
+
+    # image safety limits
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    fetch_timeout: float = 10.0
+    max_redirects: int = 5
+    #: allow fetching URLs that resolve to loopback/private/link-local/multicast addresses
+    allow_private_urls: bool = False
+
+    # batching
+    batch_size: int = 256
+
+    # service
+    api_key: str | None = None
+    protect_reads: bool = False
+    max_upload_bytes: int = 10 * 1024 * 1024
+    request_timeout: float = 30.0
+    environment: str = "development"
+
+    # scale-out
+    redis_url: str | None = None
+
+    # demo data
+    fashion_mnist_dir: Path | None = None
+
+    def default_db(self) -> str:
+        return self.db or str(self.data_dir / "catalog.db")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

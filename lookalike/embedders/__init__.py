@@ -1,0 +1,61 @@
+"""Embedders: ``load_embedder(name)`` returns an :class:`Embedder`.
+
+A name is ``family`` or ``family:argument`` (``pixels``, ``trained:model.pt``, ``vae:vae.pt``,
+``torchvision:resnet50``). The family is the module ``lookalike.embedders.<family>``, which
+provides ``load(argument) -> Embedder``: adding a family is adding one module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from pathlib import Path
+
+from lookalike.embedders.base import Embedder, l2_normalise
+from lookalike.errors import ModelError
+
+__all__ = ["Embedder", "l2_normalise", "load_embedder", "default_model_path", "ALIASES"]
+
+#: the shipped default model (see BENCHMARKS.md for the command that trains it)
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "default.pt"
+
+ALIASES = {"default": f"trained:{DEFAULT_CHECKPOINT}"}
+
+_cache: dict[str, Embedder] = {}
+_lock = threading.Lock()
+
+
+def default_model_path() -> Path:
+    return DEFAULT_CHECKPOINT
+
+
+def resolve_name(name: str) -> str:
+    if name == "default" and not DEFAULT_CHECKPOINT.exists():
+        return "pixels"
+    return ALIASES.get(name, name)
+
+
+def load_embedder(name: str = "default", *, cache: bool = True) -> Embedder:
+    """Load an embedder by name, once per process (models load lazily, behind a lock)."""
+    full = resolve_name(name)
+    family, _, arg = full.partition(":")
+    if not family.isidentifier() or family.startswith("_") or family == "base":
+        raise ModelError(f"unknown model {name!r}")
+    with _lock:
+        if cache and full in _cache:
+            return _cache[full]
+        try:
+            module = importlib.import_module(f"lookalike.embedders.{family}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"lookalike.embedders.{family}":
+                raise ModelError(
+                    f"unknown model {name!r}: no embedder family {family!r} "
+                    "(try pixels, default, trained:PATH, vae:PATH, torchvision:NAME)"
+                ) from None
+            raise
+        embedder = module.load(arg)
+        if name == "default":
+            embedder.name = "default"
+        if cache:
+            _cache[full] = embedder
+        return embedder
