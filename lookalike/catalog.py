@@ -1,0 +1,433 @@
+"""The Catalog facade: index sources, search by image, find similar products, delete, stats.
+
+    cat = Catalog.open("shop.db")
+    cat.index("photos/", model="default")
+    for hit in cat.search("street-photo.jpg", k=5, filters={"category": "Bag"}):
+        print(hit.product_id, hit.score)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike.config import Settings, get_settings
+from lookalike.embedders import Embedder, load_embedder
+from lookalike.errors import ImageError, InvalidRequest, ModelMismatchError, ProductNotFound
+from lookalike.images import LoadedImage, load_image, perceptual_hash, thumbnail_bytes
+from lookalike.index import ExactIndex, VectorIndex
+from lookalike.progress import progress_bar
+from lookalike.sources import Source, SourceProduct, open_source
+from lookalike.store import NewImage, ProductRecord, ProductWrite, Store, open_store
+
+Product = ProductRecord
+ImageInput = Image.Image | str | Path | bytes
+
+
+@dataclass
+class Hit:
+    product_id: str
+    score: float
+    image_id: int
+    title: str | None
+    category: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class IndexReport:
+    source: str
+    model: str
+    products_seen: int = 0
+    products_indexed: int = 0
+    products_failed: int = 0
+    products_created: int = 0
+    products_updated: int = 0
+    images_seen: int = 0
+    images_failed: int = 0
+    images_embedded: int = 0
+    images_reused: int = 0
+    failures: list[dict] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    report_path: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def add(self, other: IndexReport) -> None:
+        for name in (
+            "products_seen products_indexed products_failed products_created products_updated "
+            "images_seen images_failed images_embedded images_reused"
+        ).split():
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        self.report_path = str(path)
+        return path
+
+
+class _View:
+    """An in-memory search view of one model: vector index plus the image -> products map."""
+
+    def __init__(self, generation: int, index: VectorIndex, link_pks: np.ndarray, link_images: np.ndarray):
+        self.generation = generation
+        self.index = index
+        order = np.argsort(link_images, kind="stable")
+        self.link_images = link_images[order]
+        self.link_pks = link_pks[order]
+
+    def products_of(self, image_ids: np.ndarray) -> list[np.ndarray]:
+        lo = np.searchsorted(self.link_images, image_ids, side="left")
+        hi = np.searchsorted(self.link_images, image_ids, side="right")
+        return [self.link_pks[a:b] for a, b in zip(lo, hi, strict=True)]
+
+    def images_of(self, pks: np.ndarray) -> np.ndarray:
+        return np.unique(self.link_images[np.isin(self.link_pks, pks)])
+
+
+class Catalog:
+    """One product catalog in a store, searched with one or more embedding models."""
+
+    def __init__(self, store: Store, *, settings: Settings | None = None):
+        self.store = store
+        self.settings = settings or get_settings()
+        self._views: dict[str, _View] = {}
+        self._view_lock = threading.Lock()
+        #: builds the vector index for a model's vectors; replaced by the ANN-backed stores
+        self.index_factory: Callable[[str, np.ndarray, np.ndarray], VectorIndex] = (
+            lambda model, ids, vecs: ExactIndex(ids, vecs)
+        )
+
+    @classmethod
+    def open(cls, path_or_url: str | Path | None = None, *, settings: Settings | None = None) -> Catalog:
+        settings = settings or get_settings()
+        return cls(open_store(path_or_url or settings.default_db()), settings=settings)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- models -----------------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """The model the catalog was indexed with (searches use it unless told otherwise)."""
+        return self.store.get_meta("model") or self.settings.model
+
+    def embedder(self, model: str | None = None) -> Embedder:
+        return load_embedder(model or self.model)
+
+    # --- indexing ---------------------------------------------------------------------------
+    def index(
+        self,
+        source: str | Path | Source | Iterable[SourceProduct],
+        model: str | None = None,
+        *,
+        limit: int | None = None,
+        batch_size: int | None = None,
+        report_path: str | Path | None = None,
+        progress: bool | None = None,
+        on_batch: Callable[[IndexReport], None] | None = None,
+    ) -> IndexReport:
+        """Index every product of a source. Bad images are skipped and reported; each batch of
+        whole products is one transaction; unchanged images (same sha256) are not embedded again."""
+        if not isinstance(source, str | Path | Source):
+            from lookalike.sources import ListSource
+
+            source = ListSource(source)
+        src = open_source(source, limit=limit)
+        model = model or self.store.get_meta("model") or self.settings.model
+        embedder = self.embedder(model)
+        if self.store.get_meta("model") is None:
+            self.store.set_meta("model", model)
+        report = IndexReport(source=src.name, model=model)
+        started = time.perf_counter()
+        try:
+            total = len(src)
+        except TypeError:
+            total = None
+        batch_images = batch_size or self.settings.batch_size
+        with progress_bar(f"indexing {src.name}", total=total, enabled=progress is not False) as advance:
+            for batch in _batches(src, batch_images):
+                part = self._index_batch(batch, embedder, model)
+                report.add(part)
+                advance(len(batch), failed=report.products_failed)
+                if on_batch is not None:
+                    on_batch(part)
+        report.elapsed_s = round(time.perf_counter() - started, 3)
+        if report_path is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+            report_path = self.settings.data_dir / "reports" / f"index-{stamp}.json"
+        report.write(report_path)
+        return report
+
+    def index_products(self, products: list[SourceProduct], model: str | None = None,
+                       *, replace_images: bool = False) -> IndexReport:
+        """Index a few products now (one transaction), e.g. from an API call."""
+        model = model or self.model
+        if self.store.get_meta("model") is None:
+            self.store.set_meta("model", model)
+        return self._index_batch(products, self.embedder(model), model, replace_images=replace_images)
+
+    def _load(self, product: SourceProduct, i: int) -> LoadedImage | ImageError:
+        try:
+            return load_image(product.images[i], settings=self.settings, name=product.uri(i))
+        except ImageError as exc:
+            return exc
+
+    def _index_batch(
+        self, batch: list[SourceProduct], embedder: Embedder, model: str, *, replace_images: bool = False
+    ) -> IndexReport:
+        report = IndexReport(source="batch", model=model)
+        jobs = [(p, i) for p in batch for i in range(len(p.images))]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            loaded = list(pool.map(lambda job: self._load(*job), jobs))
+        per_product: dict[int, list[LoadedImage]] = {}
+        failed_products: set[int] = set()
+        for (product, i), result in zip(jobs, loaded, strict=True):
+            report.images_seen += 1
+            if isinstance(result, ImageError):
+                report.images_failed += 1
+                report.failures.append(
+                    {"product_id": product.product_id, "item": product.uri(i), "kind": result.kind,
+                     "reason": result.reason}
+                )
+                if replace_images:
+                    failed_products.add(id(product))
+                continue
+            per_product.setdefault(id(product), []).append(result)
+        writes: list[ProductWrite] = []
+        new: dict[str, LoadedImage] = {}
+        for product in batch:
+            report.products_seen += 1
+            for problem in product.problems:
+                report.failures.append({"product_id": product.product_id, "item": product.product_id,
+                                        "kind": "bad_row", "reason": problem})
+            good = per_product.get(id(product), [])
+            if not good or id(product) in failed_products:
+                report.products_failed += 1
+                if not product.problems and not product.images:
+                    report.failures.append({"product_id": product.product_id, "item": product.product_id,
+                                            "kind": "no_images", "reason": "product has no images"})
+                continue
+            for li in good:
+                new.setdefault(li.sha256, li)
+            writes.append(
+                ProductWrite(
+                    product_id=product.product_id, title=product.title, category=product.category,
+                    attributes=dict(product.attributes), url=product.url,
+                    image_shas=[li.sha256 for li in good], replace_images=replace_images,
+                )
+            )
+        existing = self.store.images_with_sha(new.keys(), model)
+        to_embed = [li for sha, li in new.items() if not existing.get(sha, (0, False))[1]]
+        report.images_reused = len(new) - len(to_embed)
+        vectors = embedder.embed_images([li.image for li in to_embed], progress=False) if to_embed else []
+        images = [
+            NewImage(
+                sha256=li.sha256, uri=li.uri, width=li.width, height=li.height,
+                phash=perceptual_hash(li.image) if li.sha256 not in existing else None,
+                thumbnail=thumbnail_bytes(li.image) if li.sha256 not in existing else None,
+                vector=vec,
+            )
+            for li, vec in zip(to_embed, vectors, strict=True)
+        ]
+        if writes:
+            result = self.store.write_batch(model, images, writes)
+            report.products_created = result.products_created
+            report.products_updated = result.products_updated
+            report.images_embedded = result.embeddings_added
+        report.products_indexed = len(writes)
+        return report
+
+    # --- search -----------------------------------------------------------------------------
+    def _view(self, model: str) -> _View:
+        generation = self.store.generation()
+        view = self._views.get(model)
+        if view is not None and view.generation == generation:
+            return view
+        with self._view_lock:
+            view = self._views.get(model)
+            if view is None or view.generation != generation:
+                ids, vecs = self.store.load_vectors(model)
+                if len(ids) == 0 and self.store.counts()["images"] > 0:
+                    indexed = ", ".join(self.store.models()) or "none"
+                    raise ModelMismatchError(
+                        f"the catalog has no vectors for model {model!r} (indexed with: {indexed}); "
+                        f"re-index with --model {model} or search with one of those"
+                    )
+                pks, image_ids = self.store.load_links()
+                view = _View(generation, self.index_factory(model, ids, vecs), pks, image_ids)
+                self._views[model] = view
+        return view
+
+    def embed_query(self, query: ImageInput, model: str | None = None) -> np.ndarray:
+        loaded = load_image(query, settings=self.settings)
+        return self.embedder(model).embed_image(loaded.image)
+
+    def search(
+        self, query: ImageInput, k: int = 10, filters: dict[str, str] | None = None, model: str | None = None
+    ) -> list[Hit]:
+        """Top-k products for an image (PIL image, path, http(s) URL or bytes)."""
+        model = model or self.model
+        return self.search_vector(self.embed_query(query, model), k=k, filters=filters, model=model)
+
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        filters: dict[str, str] | None = None,
+        model: str | None = None,
+        *,
+        exclude: Iterable[str] = (),
+    ) -> list[Hit]:
+        if not 1 <= k <= 1000:
+            raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
+        model = model or self.model
+        view = self._view(model)
+        if len(view.index) == 0:
+            return []
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.shape[0] != view.index.dim:
+            raise ModelMismatchError(f"query vector has {q.shape[0]} dims, model {model!r} has {view.index.dim}")
+        q = q / (np.linalg.norm(q) or 1.0)
+        excluded_pks: set[int] = set()
+        if exclude:
+            excluded_pks = set(self.store.product_pks(exclude).values())
+        allowed_pks = allowed_images = None
+        if filters:
+            allowed_pks = self.store.matching_product_pks(filters)
+            if len(allowed_pks) == 0:
+                return []
+            allowed_images = view.images_of(allowed_pks)
+            allowed_set = set(allowed_pks.tolist())
+        want = k + len(excluded_pks)
+        m = min(len(view.index), max(4 * want, 32))
+        while True:
+            ids, scores = view.index.search(q, m, allowed_images)
+            best: dict[int, tuple[float, int]] = {}
+            for iid, score, pks in zip(ids.tolist(), scores.tolist(), view.products_of(ids), strict=True):
+                for pk in pks.tolist():
+                    if pk in best or pk in excluded_pks or (allowed_pks is not None and pk not in allowed_set):
+                        continue
+                    best[pk] = (score, iid)
+            if len(best) >= k or len(ids) < m or m >= len(view.index):
+                break
+            m = min(len(view.index), m * 4)
+        top = list(best.items())[:k]
+        records = self.store.products_by_pk(pk for pk, _ in top)
+        return [
+            Hit(records[pk].product_id, round(float(score), 6), iid, records[pk].title, records[pk].category)
+            for pk, (score, iid) in top
+            if pk in records
+        ]
+
+    def product_vector(self, product_id: str, model: str | None = None) -> np.ndarray:
+        """A product's vector: the normalised mean of its images' vectors."""
+        model = model or self.model
+        product = self.get_product(product_id)
+        vecs = self.store.vectors_for_images(product.image_ids, model)
+        if not vecs:
+            raise ModelMismatchError(f"product {product_id!r} has no vectors for model {model!r}")
+        v = np.mean(np.stack(list(vecs.values())), axis=0)
+        return (v / (np.linalg.norm(v) or 1.0)).astype(np.float32)
+
+    def similar(
+        self, product_id: str, k: int = 10, filters: dict[str, str] | None = None, model: str | None = None
+    ) -> list[Hit]:
+        """Products that look like ``product_id`` (the product itself excluded)."""
+        vector = self.product_vector(product_id, model)
+        return self.search_vector(vector, k=k, filters=filters, model=model, exclude=[product_id])
+
+    def product_vectors(self, model: str | None = None) -> tuple[list[str], np.ndarray]:
+        """(product ids, one L2-normalised vector per product) for every product with vectors."""
+        model = model or self.model
+        ids, vecs = self.store.load_vectors(model)
+        pks, image_ids = self.store.load_links()
+        if len(ids) == 0:
+            return [], np.empty((0, 0), dtype=np.float32)
+        row_of = {iid: r for r, iid in enumerate(ids.tolist())}
+        sums: dict[int, np.ndarray] = {}
+        for pk, iid in zip(pks.tolist(), image_ids.tolist(), strict=True):
+            r = row_of.get(iid)
+            if r is None:
+                continue
+            if pk in sums:
+                sums[pk] = sums[pk] + vecs[r]
+            else:
+                sums[pk] = vecs[r].copy()
+        order = sorted(sums)
+        records = self.store.products_by_pk(order)
+        mat = np.stack([sums[pk] for pk in order]).astype(np.float32)
+        mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-12)
+        return [records[pk].product_id for pk in order], mat
+
+    # --- records ----------------------------------------------------------------------------
+    def get_product(self, product_id: str) -> Product:
+        found = self.store.get_products([product_id])
+        if product_id not in found:
+            raise ProductNotFound(product_id)
+        return found[product_id]
+
+    def get_products(self, product_ids: Iterable[str]) -> dict[str, Product]:
+        return self.store.get_products(product_ids)
+
+    def delete(self, product_id: str) -> None:
+        if not self.store.delete_product(product_id):
+            raise ProductNotFound(product_id)
+
+    def set_attributes(self, updates: dict[str, dict[str, Any]]) -> int:
+        return self.store.set_attributes(updates)
+
+    def thumbnail(self, image_id: int) -> bytes:
+        from lookalike.errors import ImageNotFound
+
+        data = self.store.get_thumbnail(image_id)
+        if data is None:
+            raise ImageNotFound(image_id)
+        return data
+
+    def stats(self) -> dict:
+        counts = self.store.counts()
+        return {
+            "db": self.store.url,
+            "schema_version": self.store.schema_version(),
+            "model": self.store.get_meta("model"),
+            **counts,
+            "models": self.store.models(),
+            "categories": self.store.categories(),
+        }
+
+
+def _batches(source: Iterable[SourceProduct], max_images: int) -> Iterator[list[SourceProduct]]:
+    """Group whole products into batches of about ``max_images`` images."""
+    batch: list[SourceProduct] = []
+    n = 0
+    for product in source:
+        batch.append(product)
+        n += max(1, len(product.images))
+        if n >= max_images:
+            yield batch
+            batch, n = [], 0
+    if batch:
+        yield batch

@@ -1,0 +1,116 @@
+"""Catalog commands: index, search, similar, delete, stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lookalike.cli.app import app
+from lookalike.cli.options import (
+    DbOption,
+    FilterOption,
+    JsonOption,
+    KOption,
+    ModelOption,
+    console,
+    err_console,
+    open_catalog,
+    parse_filters,
+    print_hits,
+)
+
+
+@app.command()
+def index(
+    source: Annotated[str, typer.Argument(help="Folder of images, .csv/.jsonl table, or fashion-mnist[:train|test].")],
+    db: DbOption = None,
+    model: ModelOption = None,
+    limit: Annotated[int | None, typer.Option(help="Index only the first N products.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch (one transaction each).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Where to write the JSON report of the run.")] = None,
+    async_: Annotated[bool, typer.Option("--async", help="Submit as a background job to the workers.")] = False,
+) -> None:
+    """Index a catalog source: embed each product's images and store them (idempotent)."""
+    if async_:
+        from lookalike.jobs import submit_index_job
+
+        job = submit_index_job(str(source), db=db, model=model, limit=limit)
+        console.print(f"submitted index job [bold]{job['id']}[/] ({job['state']})")
+        return
+    with open_catalog(db) as cat:
+        r = cat.index(source, model=model, limit=limit, batch_size=batch_size, report_path=report)
+        console.print(
+            f"[bold green]indexed[/] {r.products_indexed}/{r.products_seen} products from {r.source} "
+            f"with [bold]{r.model}[/] in {r.elapsed_s:.1f}s: {r.images_embedded} images embedded, "
+            f"{r.images_reused} unchanged, {r.images_failed} bad image(s), {r.products_failed} product(s) skipped"
+        )
+        for f in r.failures[:10]:
+            err_console.print(f"[yellow]skipped[/] {f['item']}: {f['reason']}")
+        if len(r.failures) > 10:
+            err_console.print(f"... and {len(r.failures) - 10} more")
+        console.print(f"report: {r.report_path}")
+
+
+@app.command()
+def search(
+    image: Annotated[str, typer.Argument(help="Image path or http(s) URL.")],
+    db: DbOption = None,
+    model: ModelOption = None,
+    k: KOption = 10,
+    filter: FilterOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Find the products that look like an image."""
+    with open_catalog(db) as cat:
+        model = model or cat.model
+        hits = cat.search(image, k=k, filters=parse_filters(filter), model=model)
+        print_hits(image, model, hits, json_)
+
+
+@app.command()
+def similar(
+    product_id: Annotated[str, typer.Argument(help="A product id in the catalog.")],
+    db: DbOption = None,
+    model: ModelOption = None,
+    k: KOption = 10,
+    filter: FilterOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Find the products that look like a product of the catalog."""
+    with open_catalog(db) as cat:
+        model = model or cat.model
+        hits = cat.similar(product_id, k=k, filters=parse_filters(filter), model=model)
+        print_hits(product_id, model, hits, json_)
+
+
+@app.command()
+def delete(
+    product_id: Annotated[str, typer.Argument(help="The product to delete.")],
+    db: DbOption = None,
+) -> None:
+    """Delete a product (its images go too unless another product uses them)."""
+    with open_catalog(db) as cat:
+        cat.delete(product_id)
+        console.print(f"deleted {product_id}")
+
+
+@app.command()
+def stats(db: DbOption = None, json_: JsonOption = False) -> None:
+    """Show what the catalog holds."""
+    with open_catalog(db) as cat:
+        s = cat.stats()
+    if json_:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    console.print(f"[bold]{s['db']}[/] (schema v{s['schema_version']}, model {s['model']})")
+    console.print(
+        f"{s['products']} products, {s['images']} images, {s['links']} product-image links, "
+        f"{s['embeddings']} embeddings"
+    )
+    for m, n in s["models"].items():
+        console.print(f"  model {m}: {n} vectors")
+    for c, n in s["categories"].items():
+        console.print(f"  {c}: {n}")

@@ -1,0 +1,55 @@
+"""`make demo`: index the Fashion-MNIST catalog (once) with the default model, show a search,
+then serve the web page when the service is installed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", default="data/demo.db")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--no-serve", action="store_true", help="index and search, do not start the server")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+
+    from lookalike.catalog import Catalog
+    from lookalike.datasets.fashion_mnist import load_split
+    from lookalike.embedders import resolve_name
+
+    console = Console()
+    with Catalog.open(args.db) as cat:
+        stats = cat.stats()
+        if stats["models"].get(args.model, 0) < 70_000:
+            console.print(f"[bold]indexing the Fashion-MNIST catalog (70,000 products) with {args.model}[/]"
+                          f" ({resolve_name(args.model)})")
+            report = cat.index("fashion-mnist", model=args.model)
+            console.print(f"indexed {report.products_indexed} products in {report.elapsed_s:.0f}s")
+        else:
+            console.print(f"catalog {args.db} already indexed with {args.model}")
+        images, labels = load_split("test")
+        from PIL import Image
+
+        query = Image.fromarray(images[0]).rotate(15, fillcolor=40).resize((112, 112))
+        hits = cat.search(query, k=5, model=args.model)
+        console.print("[bold]search: a rotated, enlarged photo of test item fmnist-test-0 (Ankle boot)[/]")
+        for i, h in enumerate(hits, 1):
+            console.print(f"  {i}. {h.product_id:18s} {h.score:.3f}  {h.category}")
+    if args.no_serve:
+        return 0
+    try:
+        from lookalike.api.app import serve
+    except ImportError:
+        return 0
+    console.print(f"[bold green]open http://{args.host}:{args.port}/[/] (Ctrl-C to stop)")
+    serve(db=args.db, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

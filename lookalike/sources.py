@@ -1,0 +1,253 @@
+"""Catalog sources: a folder of images, a CSV/JSONL table, or the built-in Fashion-MNIST catalog.
+
+A source yields :class:`SourceProduct` items, one per product with all its images, so a batch
+never splits a product (a crash never leaves half a product).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from lookalike.errors import SourceError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+RESERVED_COLUMNS = {"product_id", "image", "title", "category", "url"}
+
+
+@dataclass
+class SourceProduct:
+    product_id: str
+    #: each image is a path or URL string, raw bytes, or a PIL image
+    images: list[Any]
+    title: str | None = None
+    category: str | None = None
+    attributes: dict = field(default_factory=dict)
+    url: str | None = None
+    #: where each image came from (for reports); defaults to str(image)
+    image_uris: list[str] = field(default_factory=list)
+    #: problems found while reading the source row(s), reported as bad items
+    problems: list[str] = field(default_factory=list)
+
+    def uri(self, i: int) -> str:
+        if i < len(self.image_uris):
+            return self.image_uris[i]
+        img = self.images[i]
+        return img if isinstance(img, str) else f"{self.product_id}#{i}"
+
+
+class Source:
+    """Base class: iterable of SourceProduct with a name and (when known) a length."""
+
+    name: str = "source"
+
+    def __iter__(self) -> Iterator[SourceProduct]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise TypeError("length unknown")
+
+
+class ListSource(Source):
+    def __init__(self, products: Iterable[SourceProduct], name: str = "list"):
+        self.products = list(products)
+        self.name = name
+
+    def __iter__(self) -> Iterator[SourceProduct]:
+        return iter(self.products)
+
+    def __len__(self) -> int:
+        return len(self.products)
+
+
+class FolderSource(Source):
+    """Every image under ``root``: product id = file stem, category = its subfolder (relative path)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.name = str(self.root)
+        if not self.root.is_dir():
+            raise SourceError(f"{self.root}: not a folder")
+        self._products: dict[str, SourceProduct] | None = None
+
+    def _scan(self) -> dict[str, SourceProduct]:
+        if self._products is None:
+            products: dict[str, SourceProduct] = {}
+            for path in sorted(self.root.rglob("*")):
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                rel = path.parent.relative_to(self.root)
+                category = None if str(rel) == "." else rel.as_posix()
+                p = products.setdefault(path.stem, SourceProduct(path.stem, [], category=category))
+                p.images.append(str(path))
+                p.image_uris.append(str(path))
+            self._products = products
+        return self._products
+
+    def __iter__(self) -> Iterator[SourceProduct]:
+        return iter(self._scan().values())
+
+    def __len__(self) -> int:
+        return len(self._scan())
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return value
+
+
+class TableSource(Source):
+    """CSV or JSONL with columns product_id, image (path or URL), title, category, url; more columns
+    become attributes. Several rows per product add several images. Relative paths resolve
+    against the table's folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.name = str(self.path)
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: file not found")
+        self._products: dict[str, SourceProduct] | None = None
+
+    def _rows(self) -> Iterator[tuple[int, dict]]:
+        try:
+            with open(self.path, newline="", encoding="utf-8-sig") as f:
+                if self.path.suffix.lower() == ".csv":
+                    reader = csv.DictReader(f)
+                    missing = {"product_id", "image"} - set(reader.fieldnames or [])
+                    if missing:
+                        raise SourceError(f"{self.path}: missing column(s) {', '.join(sorted(missing))}")
+                    for n, row in enumerate(reader, start=2):
+                        yield n, row
+                else:
+                    for n, line in enumerate(f, start=1):
+                        if not line.strip():
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            yield n, {"__error__": f"invalid JSON ({exc.msg})"}
+                            continue
+                        yield n, row if isinstance(row, dict) else {"__error__": "not a JSON object"}
+        except UnicodeDecodeError:
+            raise SourceError(f"{self.path}: not UTF-8 text") from None
+
+    def _scan(self) -> dict[str, SourceProduct]:
+        if self._products is not None:
+            return self._products
+        products: dict[str, SourceProduct] = {}
+        base = self.path.parent
+        for n, row in self._rows():
+            where = f"{self.path.name}:{n}"
+            if "__error__" in row:
+                products.setdefault(f"<{where}>", SourceProduct(f"<{where}>", [])).problems.append(
+                    f"{where}: {row['__error__']}"
+                )
+                continue
+            pid = _clean(row.get("product_id"))
+            image = _clean(row.get("image"))
+            if pid is None or image is None:
+                key = str(pid) if pid is not None else f"<{where}>"
+                products.setdefault(key, SourceProduct(key, [])).problems.append(
+                    f"{where}: missing {'product_id' if pid is None else 'image'}"
+                )
+                continue
+            pid = str(pid)
+            p = products.setdefault(pid, SourceProduct(pid, []))
+            image = str(image)
+            if not image.startswith(("http://", "https://")) and not Path(image).is_absolute():
+                image = str(base / image)
+            p.images.append(image)
+            p.image_uris.append(image)
+            for name in ("title", "category", "url"):
+                value = _clean(row.get(name))
+                if value is not None:
+                    setattr(p, name, str(value))
+            for key, value in row.items():
+                if key not in RESERVED_COLUMNS and key is not None and _clean(value) is not None:
+                    p.attributes[key] = _clean(value)
+        self._products = products
+        return products
+
+    def __iter__(self) -> Iterator[SourceProduct]:
+        return iter(self._scan().values())
+
+    def __len__(self) -> int:
+        return len(self._scan())
+
+
+class FashionMNISTSource(Source):
+    """The built-in demo catalog: ids fmnist-train-N / fmnist-test-N, category = class name."""
+
+    def __init__(self, splits: tuple[str, ...] = ("train", "test")):
+        from lookalike.datasets import fashion_mnist
+
+        self.splits = splits
+        self.name = "fashion-mnist" + ("" if len(splits) == 2 else ":" + ",".join(splits))
+        self._data = {s: fashion_mnist.load_split(s) for s in splits}
+        self._classes = fashion_mnist.CLASSES
+
+    def __iter__(self) -> Iterator[SourceProduct]:
+        for split, (images, labels) in self._data.items():
+            for i in range(len(images)):
+                yield SourceProduct(
+                    product_id=f"fmnist-{split}-{i}",
+                    images=[Image.fromarray(images[i], mode="L")],
+                    title=f"{self._classes[labels[i]]} #{i} ({split})",
+                    category=self._classes[labels[i]],
+                    attributes={"split": split},
+                    image_uris=[f"fashion-mnist:{split}/{i}"],
+                )
+
+    def __len__(self) -> int:
+        return sum(len(images) for images, _ in self._data.values())
+
+
+class LimitedSource(Source):
+    def __init__(self, source: Source, limit: int):
+        self.source, self.limit = source, limit
+        self.name = f"{source.name}[:{limit}]"
+
+    def __iter__(self) -> Iterator[SourceProduct]:
+        for n, p in enumerate(self.source):
+            if n >= self.limit:
+                return
+            yield p
+
+    def __len__(self) -> int:
+        try:
+            return min(self.limit, len(self.source))
+        except TypeError:
+            return self.limit
+
+
+def open_source(spec: str | Path | Source, *, limit: int | None = None) -> Source:
+    """Turn a source spec into a Source: a folder, a .csv/.jsonl file, or ``fashion-mnist[:split]``."""
+    if isinstance(spec, Source):
+        source = spec
+    else:
+        text = str(spec)
+        if text == "fashion-mnist" or text.startswith("fashion-mnist:"):
+            split = text.partition(":")[2]
+            splits = tuple(s for s in split.split(",") if s) or ("train", "test")
+            source = FashionMNISTSource(splits)
+        else:
+            path = Path(text)
+            if path.is_dir():
+                source = FolderSource(path)
+            elif path.suffix.lower() in {".csv", ".jsonl", ".ndjson"}:
+                source = TableSource(path)
+            elif not path.exists():
+                raise SourceError(f"source {text!r} not found (a folder, a .csv/.jsonl file or fashion-mnist)")
+            else:
+                raise SourceError(f"source {text!r}: expected a folder, a .csv or .jsonl file")
+    return LimitedSource(source, limit) if limit is not None else source
