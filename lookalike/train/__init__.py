@@ -1,0 +1,1 @@
+"""Training: metric learning and latent variable models (VAE, beta-VAE, WAE)."""
