@@ -294,7 +294,10 @@ class Handler(BaseHTTPRequestHandler):
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except OSError:  # the client hung up on purpose (size limit)
+            pass
 
     def do_GET(self):
         self.server.seen.append((self.path, self.headers.get("Host")))
