@@ -31,7 +31,7 @@ from lookalike.sources import Source, SourceProduct, open_source
 from lookalike.store import NewImage, ProductRecord, ProductWrite, Store, open_store
 
 Product = ProductRecord
-ImageInput = Image.Image | str | Path | bytes
+ImageInput = Image.Image | np.ndarray | str | Path | bytes
 
 
 @dataclass
@@ -282,6 +282,8 @@ class Catalog:
         return view
 
     def embed_query(self, query: ImageInput, model: str | None = None) -> np.ndarray:
+        if isinstance(query, np.ndarray):
+            query = Image.fromarray(query)
         loaded = load_image(query, settings=self.settings)
         return self.embedder(model).embed_image(loaded.image)
 

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_redirects: int = 5
     #: allow fetching URLs that resolve to loopback/private/link-local/multicast addresses
     allow_private_urls: bool = False
+    #: networks (CIDR) allowed even though private, e.g. an internal image CDN
+    allowed_private_networks: list[str] = []
 
     # batching
     batch_size: int = 256

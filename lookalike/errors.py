@@ -19,7 +19,8 @@ class ImageError(LookalikeError):
         self.item = item
         self.reason = reason
         #: one of: empty, truncated, not_image, unsupported_format, too_many_pixels,
-        #: too_large, fetch_failed, timeout, http_status, not_image_content, ssrf, invalid
+        #: too_large, fetch_failed, timeout, http_status, not_image_content, ssrf, invalid,
+        #: missing, not_a_file, unreadable
         self.kind = kind
         super().__init__(f"{item}: {reason}")
 

@@ -1,0 +1,146 @@
+"""The catalog facade on a real store: index, idempotency, bad input, search, filters, delete."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.catalog import Catalog
+from lookalike.errors import InvalidRequest, ModelMismatchError, ProductNotFound
+from lookalike.sources import ListSource, SourceProduct
+from tests.conftest import rotate_photo
+from tests.image_corpus import build_corpus
+
+
+@pytest.fixture
+def small_catalog(db_url):
+    cat = Catalog.open(db_url)
+    cat.index("fashion-mnist:test", model="pixels", limit=300)
+    yield cat
+    cat.close()
+
+
+def test_index_and_search_finds_the_item(small_catalog, fmnist_test):
+    images, _ = fmnist_test
+    hits = small_catalog.search(rotate_photo(images[7], angle=5), k=5)
+    assert hits[0].product_id == "fmnist-test-7"
+    assert hits[0].category == "Coat" or hits[0].category  # has metadata
+    assert all(hits[i].score >= hits[i + 1].score for i in range(len(hits) - 1))
+    assert small_catalog.stats()["products"] == 300
+
+
+def test_reindex_is_idempotent(small_catalog):
+    before = small_catalog.stats()
+    report = small_catalog.index("fashion-mnist:test", model="pixels", limit=300)
+    after = small_catalog.stats()
+    assert report.images_embedded == 0 and report.images_reused > 0
+    assert report.products_created == 0
+    for key in ("products", "images", "links", "embeddings"):
+        assert after[key] == before[key]
+
+
+def test_filters_category_and_attribute(small_catalog, fmnist_test):
+    images, _ = fmnist_test
+    hits = small_catalog.search(images[0], k=10, filters={"category": "Bag"})
+    assert len(hits) == 10 and {h.category for h in hits} == {"Bag"}
+    hits = small_catalog.search(images[0], k=3, filters={"split": "test"})
+    assert len(hits) == 3
+    assert small_catalog.search(images[0], k=3, filters={"split": "train"}) == []
+    with pytest.raises(InvalidRequest):
+        small_catalog.search(images[0], k=3, filters={"bad'key": "x"})
+
+
+def test_filtered_search_returns_k_when_k_matches_exist(small_catalog, fmnist_test):
+    images, labels = fmnist_test
+    n_bags = int((labels[:300] == 8).sum())
+    hits = small_catalog.search(images[0], k=n_bags + 5, filters={"category": "Bag"})
+    assert len(hits) == n_bags
+
+
+def test_similar_excludes_itself_and_delete(small_catalog):
+    hits = small_catalog.similar("fmnist-test-0", k=5)
+    assert len(hits) == 5 and "fmnist-test-0" not in {h.product_id for h in hits}
+    small_catalog.delete("fmnist-test-0")
+    assert small_catalog.stats()["products"] == 299
+    with pytest.raises(ProductNotFound):
+        small_catalog.get_product("fmnist-test-0")
+    with pytest.raises(ProductNotFound):
+        small_catalog.delete("fmnist-test-0")
+    assert "fmnist-test-0" not in {h.product_id for h in small_catalog.similar("fmnist-test-1", k=50)}
+    s = small_catalog.stats()
+    assert s["images"] == s["embeddings"]  # the deleted product's image went with it
+
+
+def test_many_to_many_shared_image_and_best_image_scoring(db_url, fmnist_test):
+    images, _ = fmnist_test
+    a, b, c = (Image.fromarray(images[i]) for i in (0, 1, 2))
+    cat = Catalog.open(db_url)
+    cat.index(ListSource([
+        SourceProduct("red-variant", [a, b], category="Shoes"),
+        SourceProduct("blue-variant", [a], category="Shoes"),  # shares photo a
+        SourceProduct("other", [c], category="Tops"),
+    ]), model="pixels")
+    s = cat.stats()
+    assert (s["products"], s["images"], s["links"]) == (3, 3, 4)
+    hits = cat.search(b, k=3)
+    assert hits[0].product_id == "red-variant" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    # deleting one variant keeps the shared image for the other
+    cat.delete("red-variant")
+    assert cat.stats()["images"] == 2
+    assert cat.search(a, k=1)[0].product_id == "blue-variant"
+    cat.close()
+
+
+def test_bad_items_are_skipped_and_reported_good_ones_kept(db_url, tmp_path):
+    corpus = build_corpus(tmp_path / "corpus")
+    table = tmp_path / "catalog.csv"
+    lines = ["product_id,image,title"] + [f"p-{i},{item.path},{name}" for i, (name, item) in enumerate(corpus.items())]
+    table.write_text("\n".join(lines) + "\n")
+    cat = Catalog.open(db_url)
+    report = cat.index(table, model="pixels", report_path=tmp_path / "report.json")
+    good = [n for n, item in corpus.items() if item.good]
+    bad = {str(item.path): item.kind for item in corpus.values() if not item.good}
+    assert report.products_indexed == len(good) == cat.stats()["products"]
+    assert report.images_failed == len(bad)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    kinds = {f["item"]: f["kind"] for f in saved["failures"]}
+    assert kinds == bad
+    assert all(f["reason"] for f in saved["failures"])
+    cat.close()
+
+
+def test_bad_image_does_not_lose_stored_product(db_url, tmp_path, fmnist_test):
+    images, _ = fmnist_test
+    cat = Catalog.open(db_url)
+    cat.index(ListSource([SourceProduct("keep", [Image.fromarray(images[3])], title="Original")]), model="pixels")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
+    report = cat.index_products([SourceProduct("keep", [str(broken)], title="Changed")], replace_images=True)
+    assert report.products_failed == 1
+    p = cat.get_product("keep")
+    assert p.title == "Original" and len(p.image_ids) == 1
+    cat.close()
+
+
+def test_search_with_unindexed_model_is_a_clear_error(small_catalog, fmnist_test):
+    with pytest.raises(ModelMismatchError, match="no vectors for model"):
+        small_catalog.search_vector(np.ones(10, dtype=np.float32), model="other-model")
+    with pytest.raises(InvalidRequest):
+        small_catalog.search(fmnist_test[0][0], k=0)
+
+
+def test_product_vectors_one_per_product(small_catalog):
+    ids, vecs = small_catalog.product_vectors()
+    assert len(ids) == 300 and vecs.shape == (300, 1024)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+def test_set_attributes_merges(small_catalog):
+    assert small_catalog.set_attributes({"fmnist-test-1": {"colour": "grey"}, "nope": {"a": 1}}) == 1
+    p = small_catalog.get_product("fmnist-test-1")
+    assert p.attributes == {"split": "test", "colour": "grey"}
+    hits = small_catalog.search(Image.new("L", (28, 28)), k=5, filters={"colour": "grey"})
+    assert [h.product_id for h in hits] == ["fmnist-test-1"]
