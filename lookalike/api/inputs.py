@@ -1,0 +1,130 @@
+"""Reading request bodies: content-type dispatch, uploads with a size limit, base64, filters."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from lookalike.api.errors import APIError
+from lookalike.api.schemas import MAX_FILTERS
+from lookalike.errors import ImageError, InvalidRequest, TooLargeError
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+_FILTER_KEY = re.compile(r"^[\w][\w .-]{0,63}$")
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def unsupported_media(request: Request, allowed: list[str]) -> APIError:
+    got = media_type(request) or "no Content-Type"
+    return APIError(
+        415,
+        "unsupported_media_type",
+        f"{request.method} {request.url.path} takes {' or '.join(allowed)}, not {got}",
+    )
+
+
+async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
+    body = await request.body()
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+async def read_form(request: Request, *, max_files: int) -> FormData:
+    try:
+        return await request.form(max_files=max_files, max_fields=40)
+    except APIError:
+        raise
+    except Exception as exc:  # malformed multipart, too many parts
+        raise APIError(400, "bad_request", f"cannot read the multipart form ({exc})") from None
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The uploaded file's bytes, refused as soon as more than ``limit`` bytes have been read."""
+    name = upload.filename or "upload"
+    if upload.size is not None and upload.size > limit:
+        raise TooLargeError(name, f"upload is {upload.size} bytes, limit is {limit}", kind="too_large")
+    chunks, total = [], 0
+    while chunk := await upload.read(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            raise TooLargeError(name, f"upload is over the {limit}-byte limit", kind="too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_base64(text: str, *, item: str, limit: int) -> bytes:
+    if text.startswith("data:"):  # a data: URL pasted as is
+        text = text.partition(",")[2]
+    if len(text) > limit * 4 // 3 + 8:
+        raise TooLargeError(item, f"image is over the {limit}-byte limit", kind="too_large")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError(item, "not valid base64", kind="invalid") from None
+    if len(data) > limit:
+        raise TooLargeError(item, f"image is {len(data)} bytes, limit is {limit}", kind="too_large")
+    return data
+
+
+def check_filters(filters: dict[str, str] | None) -> dict[str, str] | None:
+    if not filters:
+        return None
+    if len(filters) > MAX_FILTERS:
+        raise InvalidRequest(f"at most {MAX_FILTERS} filters, got {len(filters)}")
+    for key in filters:
+        if not _FILTER_KEY.match(key):
+            raise InvalidRequest(f"invalid filter key {key!r} (letters, digits, space, . _ -)")
+    return filters
+
+
+def parse_filters(category: str | None, items: list[str] | None) -> dict[str, str] | None:
+    """Filters from ``category=`` and repeated ``filter=key=value`` (query string or form)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidRequest(f"filter {item!r} is not key=value")
+        out[key.strip()] = value.strip()
+    if category:
+        out["category"] = category
+    return check_filters(out)
+
+
+def parse_k(value: str | int | None, default: int = 10, max_k: int = 100) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        k = int(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"k must be an integer, got {value!r}") from None
+    if not 1 <= k <= max_k:
+        raise InvalidRequest(f"k must be between 1 and {max_k}, got {k}")
+    return k
+
+
+def form_json_object(form: FormData, name: str) -> dict:
+    raw = form.get(name)
+    if raw is None or raw == "":
+        return {}
+    if not isinstance(raw, str):
+        raise InvalidRequest(f"form field {name!r} must be text (a JSON object)")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"form field {name!r} is not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"form field {name!r} must be a JSON object")
+    return value

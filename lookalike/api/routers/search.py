@@ -1,0 +1,194 @@
+"""POST /v1/search: find the products that look like an uploaded photo, an image URL or a product."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from lookalike.api.deps import ServiceDep, require_read_key
+from lookalike.api.inputs import (
+    JSON,
+    MULTIPART,
+    check_filters,
+    decode_base64,
+    media_type,
+    parse_filters,
+    parse_k,
+    read_form,
+    read_json,
+    read_upload,
+    unsupported_media,
+)
+from lookalike.api.schemas import (
+    FILTERS_DESCRIPTION,
+    MAX_K,
+    ErrorResponse,
+    HitPublic,
+    SearchRequest,
+    SearchResponse,
+    image_url,
+)
+from lookalike.api.service import Service
+from lookalike.catalog import Hit
+from lookalike.errors import InvalidRequest, TooLargeError
+from lookalike.images import load_image
+
+router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read_key)])
+
+ERRORS = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in [
+        (400, "Broken or unreadable image, bad URL (SSRF guard), malformed form"),
+        (401, "API key missing (when reads are protected)"),
+        (404, "Unknown product"),
+        (413, "Upload or image too large (bytes or pixels)"),
+        (415, "Wrong Content-Type, or an image format that is not supported"),
+        (422, "Invalid parameters (k, filters, ids)"),
+        (429, "Too many searches running or queued"),
+        (503, "Timed out, or the model/database is unavailable"),
+    ]
+}
+
+_MULTIPART_SCHEMA = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {
+            "type": "string",
+            "format": "binary",
+            "description": "The photo (JPEG, PNG, WEBP, GIF, BMP, TIFF).",
+        },
+        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+        "category": {"type": "string", "description": "Only products of this category."},
+        "filter": {"type": "array", "items": {"type": "string"}, "description": "key=value, repeatable."},
+    },
+}
+
+SEARCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            MULTIPART: {"schema": _MULTIPART_SCHEMA},
+            JSON: {
+                "schema": SearchRequest.model_json_schema(),
+                "examples": {
+                    "by_url": {
+                        "summary": "An image URL",
+                        "value": {"image_url": "https://shop.example/boot.jpg", "k": 5},
+                    },
+                    "by_product": {
+                        "summary": "A catalog product",
+                        "value": {
+                            "product_id": "fmnist-test-0",
+                            "k": 10,
+                            "filters": {"category": "Ankle boot"},
+                        },
+                    },
+                },
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def search_response(query: str, model: str, hits: list[Hit]) -> SearchResponse:
+    return SearchResponse(
+        query=query,
+        model=model,
+        results=[HitPublic(**h.to_dict(), thumbnail_url=image_url(h.image_id)) for h in hits],
+    )
+
+
+def _model(service: Service, model: str | None) -> str:
+    catalog = service.catalog
+    if model is None or model == catalog.model:
+        return catalog.model
+    if model not in catalog.store.models():  # never load arbitrary model names/paths from a request
+        raise InvalidRequest(
+            f"the catalog has no vectors for model {model!r}; indexed: "
+            f"{', '.join(catalog.store.models()) or 'none'}"
+        )
+    return model
+
+
+def search_image(
+    service: Service, image: bytes | str, name: str, k: int, filters, model: str | None
+) -> SearchResponse:
+    """Load (or fetch, SSRF-guarded) the image, embed it and search: runs in an inference thread."""
+    catalog = service.catalog
+    model = _model(service, model)
+    loaded = load_image(image, settings=service.settings, name=name)
+    vector = catalog.embedder(model).embed_image(loaded.image)
+    return search_response(name, model, catalog.search_vector(vector, k=k, filters=filters, model=model))
+
+
+def search_similar(service: Service, product_id: str, k: int, filters, model: str | None) -> SearchResponse:
+    model = _model(service, model)
+    return search_response(
+        product_id, model, service.catalog.similar(product_id, k=k, filters=filters, model=model)
+    )
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    responses=ERRORS,
+    openapi_extra=SEARCH_BODY,
+    summary="Search by photo, image URL or product",
+)
+async def search(
+    request: Request,
+    service: ServiceDep,
+    k: Annotated[
+        int | None, Query(ge=1, le=MAX_K, description="How many products (multipart/raw uploads).")
+    ] = None,
+    category: Annotated[str | None, Query(max_length=200, description="Only this category.")] = None,
+    filter: Annotated[
+        list[str] | None, Query(description="key=value, repeatable. " + FILTERS_DESCRIPTION)
+    ] = None,
+) -> SearchResponse:
+    """Find the catalog products that look like a photo.
+
+    - **multipart/form-data**: an `image` file field, plus optional `k`, `category`, `filter` fields;
+    - **application/json**: one of `image_url`, `image_base64` or `product_id`, plus `k` and `filters`;
+    - **image/\\***: the raw image bytes as the body; `k`, `category`, `filter` in the query string.
+
+    Returns the same document as `lookalike search --json`, with a thumbnail URL per hit.
+    """
+    limit = service.settings.max_upload_bytes
+    kind = media_type(request)
+    if kind == JSON:
+        body: SearchRequest = await read_json(request, SearchRequest)
+        filters = check_filters(body.filters)
+        if body.product_id:
+            return await service.inference.run(
+                search_similar, service, body.product_id, body.k, filters, body.model
+            )
+        if body.image_url:
+            return await service.inference.run(
+                search_image, service, body.image_url, body.image_url, body.k, filters, body.model
+            )
+        data = decode_base64(body.image_base64, item="image_base64", limit=limit)
+        return await service.inference.run(
+            search_image, service, data, "image_base64", body.k, filters, body.model
+        )
+    if kind == MULTIPART:
+        form = await read_form(request, max_files=1)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise InvalidRequest("multipart search needs a file field named 'image'")
+        data = await read_upload(upload, limit)
+        form_k = parse_k(form.get("k"), default=k or 10, max_k=MAX_K)
+        filters = parse_filters(form.get("category") or category, form.getlist("filter") or filter)
+        name = upload.filename or "upload"
+        return await service.inference.run(search_image, service, data, name, form_k, filters, None)
+    if kind.startswith("image/"):
+        data = await request.body()
+        if len(data) > limit:
+            raise TooLargeError("upload", f"upload is {len(data)} bytes, limit is {limit}", kind="too_large")
+        return await service.inference.run(
+            search_image, service, data, "upload", k or 10, parse_filters(category, filter), None
+        )
+    raise unsupported_media(request, [MULTIPART, JSON, "image/*"])

@@ -1,0 +1,86 @@
+"""GET /v1/stats, /healthz (the process answers) and /readyz (database reachable, model loadable)."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from lookalike.api.deps import CatalogDep, ServiceDep, require_read_key
+from lookalike.api.routers.search import ERRORS
+from lookalike.api.schemas import HealthStatus, StatsPublic
+
+router = APIRouter(tags=["system"])
+log = logging.getLogger("lookalike.api")
+
+READY_TIMEOUT_S = 60.0  # the first check loads the model
+
+
+def redact_db_url(url: str) -> str:
+    """Drop the password (and user) from a database URL; file paths pass through."""
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+@router.get(
+    "/v1/stats",
+    response_model=StatsPublic,
+    responses=ERRORS,
+    summary="What the catalog holds",
+    dependencies=[Depends(require_read_key)],
+)
+def stats(catalog: CatalogDep) -> StatsPublic:
+    """Product, image and embedding counts, the models and the categories (with product counts)."""
+    s = catalog.stats()
+    return StatsPublic(**{**s, "db": redact_db_url(str(s["db"]))})
+
+
+@router.get("/healthz", response_model=HealthStatus, summary="Liveness")
+async def healthz() -> HealthStatus:
+    """The process is up and its event loop answers (no dependency is checked)."""
+    return HealthStatus(status="ok")
+
+
+def _check_database(service) -> str:
+    service.catalog.store.generation()
+    return "ok"
+
+
+def _check_model(service) -> str:
+    embedder = service.catalog.embedder()
+    return f"ok ({service.catalog.model}, {embedder.dim} dims)"
+
+
+@router.get(
+    "/readyz",
+    response_model=HealthStatus,
+    summary="Readiness",
+    responses={503: {"model": HealthStatus, "description": "Not ready"}},
+)
+async def readyz(service: ServiceDep) -> JSONResponse:
+    """Ready when the database answers and the catalog's model loads (it is loaded once, here or by the
+    first search). 503 with the failing check otherwise."""
+    checks: dict[str, str] = {}
+    ready = True
+    for name, check in (("database", _check_database), ("model", _check_model)):
+        try:
+            with anyio.fail_after(READY_TIMEOUT_S):
+                checks[name] = await anyio.to_thread.run_sync(check, service, abandon_on_cancel=True)
+        except TimeoutError:
+            checks[name] = f"timed out after {READY_TIMEOUT_S:g} s"
+            ready = False
+        except Exception as exc:  # report the reason, never a trace
+            log.warning("readiness check %s failed: %s", name, exc)
+            checks[name] = f"failed: {type(exc).__name__}: {exc}"
+            ready = False
+    body = HealthStatus(status="ok" if ready else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

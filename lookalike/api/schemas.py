@@ -1,0 +1,190 @@
+"""Request and response bodies, in families: Product*, Search*, Hit*, Stats, Health, Error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: product ids: 1-128 letters/digits (any script) and . _ : @ + = ~ - or space; no slash, no control
+#: characters, and not starting with punctuation or space
+PRODUCT_ID_PATTERN = r"^\w[\w.:@+=~ -]{0,127}$"
+MAX_K = 100
+MAX_IMAGES_PER_PRODUCT = 10
+MAX_FILTERS = 8
+
+FILTERS_DESCRIPTION = (
+    "Only products whose `category` or attribute equals the value, e.g. "
+    '`{"category": "Bag"}` or `{"split": "test"}`.'
+)
+
+
+def image_url(image_id: int) -> str:
+    return f"/v1/images/{image_id}"
+
+
+# --- errors ------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["bad_image"])
+    message: str = Field(examples=["upload.png: not an image (unrecognised content)"])
+
+
+class ErrorResponse(BaseModel):
+    """Every error: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+# --- search ------------------------------------------------------------------------------------
+class HitPublic(BaseModel):
+    product_id: str
+    score: float = Field(description="Cosine similarity, 1.0 = identical.")
+    image_id: int = Field(description="The product image that matched best.")
+    title: str | None = None
+    category: str | None = None
+    thumbnail_url: str = Field(description="Relative URL of the matched image's thumbnail.")
+
+
+class SearchResponse(BaseModel):
+    """The same document as ``lookalike search --json``, plus a thumbnail URL per hit."""
+
+    query: str
+    model: str
+    results: list[HitPublic]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "street-photo.jpg",
+                    "model": "default",
+                    "results": [
+                        {
+                            "product_id": "fmnist-test-0",
+                            "score": 0.93,
+                            "image_id": 60001,
+                            "title": "Ankle boot #0 (test)",
+                            "category": "Ankle boot",
+                            "thumbnail_url": "/v1/images/60001",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+
+class SearchRequest(BaseModel):
+    """Search with exactly one of ``image_url``, ``image_base64`` or ``product_id``."""
+
+    image_url: str | None = Field(
+        None, max_length=4096, description="An http(s) image URL (public hosts only)."
+    )
+    image_base64: str | None = Field(None, description="Image file bytes, base64-encoded.")
+    product_id: str | None = Field(
+        None, pattern=PRODUCT_ID_PATTERN, description="Find products that look like this catalog product."
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="How many products to return.")
+    filters: dict[str, str] | None = Field(None, max_length=MAX_FILTERS, description=FILTERS_DESCRIPTION)
+    model: str | None = Field(
+        None, max_length=200, description="One of the models the catalog was indexed with (default: its own)."
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "image_url": "https://shop.example/photos/boot.jpg",
+                    "k": 5,
+                    "filters": {"category": "Ankle boot"},
+                },
+                {"product_id": "fmnist-test-0", "k": 10},
+            ]
+        },
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_query(self) -> SearchRequest:
+        given = [n for n in ("image_url", "image_base64", "product_id") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of image_url, image_base64 or product_id"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+# --- products ----------------------------------------------------------------------------------
+class ProductPublic(BaseModel):
+    product_id: str
+    title: str | None = None
+    category: str | None = None
+    attributes: dict[str, Any] = {}
+    url: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    image_ids: list[int] = []
+    thumbnail_urls: list[str] = []
+
+    @classmethod
+    def from_record(cls, record) -> ProductPublic:
+        return cls(**record.to_dict(), thumbnail_urls=[image_url(i) for i in record.image_ids])
+
+
+class ProductUpsert(BaseModel):
+    """Create a product or replace its images. Given fields replace stored ones; attributes merge."""
+
+    title: str | None = Field(None, max_length=500)
+    category: str | None = Field(None, max_length=200)
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=50)
+    url: str | None = Field(None, max_length=4096, description="The product page (stored, never fetched).")
+    image_urls: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_IMAGES_PER_PRODUCT,
+        description="http(s) image URLs (public hosts only).",
+    )
+    images_base64: list[str] = Field(
+        default_factory=list, max_length=MAX_IMAGES_PER_PRODUCT, description="Image files, base64-encoded."
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Leather ankle boot",
+                    "category": "Ankle boot",
+                    "attributes": {"brand": "Acme"},
+                    "image_urls": ["https://shop.example/photos/boot-front.jpg"],
+                }
+            ]
+        },
+    )
+
+    @model_validator(mode="after")
+    def _has_images(self) -> ProductUpsert:
+        n = len(self.image_urls) + len(self.images_base64)
+        if n == 0:
+            raise ValueError("give at least one image (image_urls or images_base64)")
+        if n > MAX_IMAGES_PER_PRODUCT:
+            raise ValueError(f"at most {MAX_IMAGES_PER_PRODUCT} images per product, got {n}")
+        return self
+
+
+# --- system ------------------------------------------------------------------------------------
+class StatsPublic(BaseModel):
+    db: str = Field(description="The database (credentials removed).")
+    schema_version: int
+    model: str | None
+    products: int
+    images: int
+    links: int
+    embeddings: int
+    models: dict[str, int]
+    categories: dict[str, int]
+
+
+class HealthStatus(BaseModel):
+    status: str = Field(examples=["ok"])
+    checks: dict[str, str] = {}
