@@ -113,6 +113,12 @@ class Catalog:
         self.index_factory: Callable[[str, np.ndarray, np.ndarray], VectorIndex] = (
             lambda model, ids, vecs: ExactIndex(ids, vecs)
         )
+        #: file-backed stores with at least this many vectors of a model search an HNSW index kept
+        #: beside the file (lookalike.index.hnsw); smaller catalogs are searched exactly
+        from lookalike.index.hnsw import ANN_MIN_VECTORS
+
+        self.ann_min_vectors: int | None = ANN_MIN_VECTORS
+        self._ann: dict = {}
 
     @classmethod
     def open(cls, path_or_url: str | Path | None = None, *, settings: Settings | None = None) -> Catalog:
@@ -269,17 +275,34 @@ class Catalog:
         with self._view_lock:
             view = self._views.get(model)
             if view is None or view.generation != generation:
-                ids, vecs = self.store.load_vectors(model)
-                if len(ids) == 0 and self.store.counts()["images"] > 0:
+                index = self._make_index(model, generation)
+                if len(index) == 0 and self.store.counts()["images"] > 0:
                     indexed = ", ".join(self.store.models()) or "none"
                     raise ModelMismatchError(
                         f"the catalog has no vectors for model {model!r} (indexed with: {indexed}); "
                         f"re-index with --model {model} or search with one of those"
                     )
-                pks, image_ids = self.store.load_links()
-                view = _View(generation, self.index_factory(model, ids, vecs), pks, image_ids)
+                if hasattr(index, "search_products"):  # searches products in the store itself
+                    pks = image_ids = np.empty(0, dtype=np.int64)
+                else:
+                    pks, image_ids = self.store.load_links()
+                view = _View(generation, index, pks, image_ids)
                 self._views[model] = view
         return view
+
+    def _make_index(self, model: str, generation: int) -> VectorIndex:
+        """The store's own index (pgvector), an HNSW index beside a large SQLite catalog, or exact."""
+        make_index = getattr(self.store, "make_index", None)
+        if make_index is not None:
+            return make_index(model)
+        if self.ann_min_vectors is not None:
+            from lookalike.index.hnsw import ann_index_for
+
+            ann = ann_index_for(self.store, model, generation, self._ann, min_vectors=self.ann_min_vectors)
+            if ann is not None:
+                return ann
+        ids, vecs = self.store.load_vectors(model)
+        return self.index_factory(model, ids, vecs)
 
     def embed_query(self, query: ImageInput, model: str | None = None) -> np.ndarray:
         if isinstance(query, np.ndarray):
@@ -316,6 +339,15 @@ class Catalog:
         excluded_pks: set[int] = set()
         if exclude:
             excluded_pks = set(self.store.product_pks(exclude).values())
+        search_products = getattr(view.index, "search_products", None)
+        if search_products is not None:  # the store filters and ranks products itself
+            found = search_products(q, k, filters, excluded_pks)
+            records = self.store.products_by_pk(pk for pk, _, _ in found)
+            return [
+                Hit(records[pk].product_id, round(float(score), 6), iid, records[pk].title, records[pk].category)
+                for pk, iid, score in found
+                if pk in records
+            ]
         allowed_pks = allowed_images = None
         if filters:
             allowed_pks = self.store.matching_product_pks(filters)

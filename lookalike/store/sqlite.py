@@ -61,6 +61,36 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         INSERT INTO meta(key, value) VALUES ('generation', '0');
         """,
     ),
+    (
+        2,
+        "create_jobs",
+        """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            params TEXT NOT NULL,
+            batches_total INTEGER NOT NULL DEFAULT 0,
+            products_total INTEGER,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        );
+        CREATE TABLE job_batches (
+            job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            batch_no INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            worker TEXT,
+            report TEXT,
+            error TEXT,
+            started_at TEXT,
+            finished_at TEXT,
+            PRIMARY KEY (job_id, batch_no)
+        );
+        """,
+    ),
 ]
 
 
@@ -347,6 +377,11 @@ class SQLiteStore(Store):
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         mat = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, mat.copy()
+
+    def embedded_image_ids(self, model: str) -> np.ndarray:
+        """Image ids with a vector under ``model`` (lets an ANN index sync without reading vectors)."""
+        rows = self._query("SELECT image_id FROM embeddings WHERE model = ? ORDER BY image_id", (model,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def load_links(self) -> tuple[np.ndarray, np.ndarray]:
         rows = self._query("SELECT product_id, image_id FROM product_images")

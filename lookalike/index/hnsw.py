@@ -1,0 +1,273 @@
+"""Approximate (HNSW, usearch) search for the embedded store, persisted beside the SQLite file.
+
+:class:`HNSWIndex` is a VectorIndex over image ids with real deletes. Filtered queries
+over-fetch in proportion to the filter's selectivity and fall back to exact search over the
+allowed vectors when the filter is very selective or the graph search comes back short, so a
+filtered query returns k results whenever k matches exist.
+
+:class:`PersistentHNSW` keeps one model's index in ``<db>-ann/<model>.usearch`` with a JSON stamp
+(catalog id, store generation, count). Opening a catalog loads the file; when the stamp's
+generation differs from the store's, only the difference (image ids added or deleted since) is
+applied; when the file is missing, unreadable, or the graph carries too many deleted nodes, the
+index is rebuilt from the store's vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from usearch.index import Index
+
+from lookalike.index.base import VectorIndex
+
+#: catalogs with fewer vectors than this are searched exactly
+ANN_MIN_VECTORS = 20_000
+#: filtered queries allowing at most this many ids are searched exactly
+EXACT_ALLOWED_MAX = 4_000
+#: rebuild the graph once this fraction of its nodes has been deleted since the last build
+MAX_DELETED_FRACTION = 0.3
+
+
+class HNSWIndex(VectorIndex):
+    def __init__(
+        self,
+        dim: int,
+        *,
+        connectivity: int = 16,
+        expansion_add: int = 128,
+        expansion_search: int = 96,
+        dtype: str = "f32",
+    ):
+        self.dim = dim
+        self.expansion_search = expansion_search
+        self._index = Index(
+            ndim=dim, metric="ip", dtype=dtype, connectivity=connectivity,
+            expansion_add=expansion_add, expansion_search=expansion_search,
+        )
+        #: nodes deleted since the graph was built (usearch keeps them as tombstones)
+        self.deleted = 0
+
+    @classmethod
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, **kwargs) -> HNSWIndex:
+        index = cls(vectors.shape[1], **kwargs)
+        index.add(ids, vectors)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def keys(self) -> np.ndarray:
+        return np.asarray(self._index.keys, dtype=np.int64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self._index.add(np.asarray(ids, dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.deleted += int(np.sum(self._index.remove(np.asarray(ids, dtype=np.uint64))))
+
+    def _graph(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        self._index.expansion_search = max(self.expansion_search, count)
+        m = self._index.search(query, count)
+        return m.keys.astype(np.int64), (1.0 - m.distances).astype(np.float32)
+
+    def _exact(self, query: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.asarray(allowed, dtype=np.int64)
+        keys = keys[self._index.contains(keys.astype(np.uint64))]
+        if len(keys) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        vecs = np.stack(self._index.get(keys.astype(np.uint64), dtype=np.float32))
+        scores = vecs @ query
+        k = min(k, len(keys))
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(keys) else np.arange(len(keys))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return keys[top], scores[top].astype(np.float32)
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self._index)
+        if n == 0 or k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        query = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
+        if allowed is None:
+            return self._graph(query, min(k, n))
+        allowed = np.asarray(allowed, dtype=np.int64)
+        if len(allowed) <= max(EXACT_ALLOWED_MAX, k):
+            return self._exact(query, k, allowed)
+        selectivity = min(1.0, len(allowed) / n)
+        count = min(n, math.ceil(k / selectivity * 1.5) + 16)
+        while True:
+            keys, scores = self._graph(query, count)
+            pos = np.searchsorted(allowed, keys).clip(max=len(allowed) - 1)
+            ok = allowed[pos] == keys
+            if ok.sum() >= k:
+                return keys[ok][:k], scores[ok][:k]
+            if count >= n or count > 16 * k / selectivity:
+                # the graph keeps missing matches: answer exactly
+                return self._exact(query, k, allowed)
+            count = min(n, count * 4)
+
+    # --- files ------------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        self._index.save(str(tmp))
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> None:
+        self._index.load(str(path))
+        self.dim = self._index.ndim
+
+
+def _slug(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-")[:40] + "-" + hashlib.sha1(model.encode()).hexdigest()[:8]
+
+
+def embedded_ids(store, model: str) -> np.ndarray:
+    """Sorted image ids with a vector under ``model``."""
+    fn = getattr(store, "embedded_image_ids", None)
+    ids = fn(model) if fn is not None else store.load_vectors(model)[0]
+    return np.sort(np.asarray(ids, dtype=np.int64))
+
+
+class PersistentHNSW:
+    """One model's HNSW index kept in sync with a file-backed store (see the module docstring)."""
+
+    def __init__(self, store, model: str, folder: Path, **index_kwargs):
+        self.store = store
+        self.model = model
+        self.folder = Path(folder)
+        self.path = self.folder / f"{_slug(model)}.usearch"
+        self.stamp_path = self.path.with_suffix(".json")
+        self.index_kwargs = index_kwargs
+        self.index: HNSWIndex | None = None
+        self.generation: int | None = None
+        #: what the last sync did: "loaded", "built", "updated", "unchanged" (for tests and logs)
+        self.last_action = ""
+        self.last_sync_s = 0.0
+        self._unsaved = 0
+
+    def _catalog_id(self) -> str:
+        cid = self.store.get_meta("catalog_uuid")
+        if cid is None:
+            cid = uuid.uuid4().hex
+            self.store.set_meta("catalog_uuid", cid)
+        return cid
+
+    def _read_stamp(self) -> dict | None:
+        try:
+            return json.loads(self.stamp_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save(self) -> None:
+        if self.index is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.index.save(self.path)
+        stamp = {
+            "catalog": self._catalog_id(), "model": self.model, "generation": self.generation,
+            "count": len(self.index), "dim": self.index.dim, "deleted": self.index.deleted,
+            "saved_at": time.time(),
+        }
+        tmp = self.stamp_path.with_name(self.stamp_path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(stamp))
+        os.replace(tmp, self.stamp_path)
+        self._unsaved = 0
+
+    def _build(self) -> None:
+        ids, vecs = self.store.load_vectors(self.model)
+        self.index = HNSWIndex.build(ids, vecs, **self.index_kwargs) if len(ids) else None
+        self.last_action = "built"
+
+    def _load(self) -> dict | None:
+        stamp = self._read_stamp()
+        if stamp is None or stamp.get("catalog") != self._catalog_id() or not self.path.exists():
+            return None
+        index = HNSWIndex(int(stamp["dim"]), **self.index_kwargs)
+        try:
+            index.load(self.path)
+        except Exception:  # a damaged file is rebuilt
+            return None
+        if len(index) != stamp.get("count"):
+            return None
+        index.deleted = int(stamp.get("deleted", 0))
+        self.index = index
+        return stamp
+
+    def sync(self, generation: int) -> HNSWIndex | None:
+        """Bring the index up to the store's ``generation``; returns it (None: no vectors)."""
+        if self.index is not None and self.generation == generation:
+            self.last_action = "unchanged"
+            return self.index
+        started = time.perf_counter()
+        fresh = False
+        if self.index is None:
+            stamp = self._load()
+            if stamp is None:
+                self._build()
+                fresh = True
+            elif stamp.get("generation") == generation:
+                self.last_action = "loaded"
+                self.generation = generation
+                self.last_sync_s = time.perf_counter() - started
+                return self.index
+        if not fresh and self.index is not None:
+            self._apply_changes()
+        self.generation = generation
+        if self.index is not None and (fresh or self._unsaved >= max(1000, len(self.index) // 100)):
+            self.save()
+        self.last_sync_s = time.perf_counter() - started
+        return self.index
+
+    def _apply_changes(self) -> None:
+        assert self.index is not None
+        ids = embedded_ids(self.store, self.model)
+        have = np.sort(self.index.keys())
+        added = np.setdiff1d(ids, have, assume_unique=True)
+        removed = np.setdiff1d(have, ids, assume_unique=True)
+        if len(added) == 0 and len(removed) == 0:
+            self.last_action = "unchanged"
+            return
+        if (self.index.deleted + len(removed)) > MAX_DELETED_FRACTION * max(1, len(ids)):
+            self._build()  # too many tombstones: a fresh graph searches better
+            self._unsaved = len(ids)
+            return
+        self.index.remove(removed)
+        if len(added):
+            vectors = self.store.vectors_for_images(added.tolist(), self.model)
+            keys = np.array(list(vectors), dtype=np.int64)
+            if len(keys):
+                self.index.add(keys, np.stack([vectors[int(k)] for k in keys]))
+        self._unsaved += len(added) + len(removed)
+        self.last_action = "updated"
+
+
+def ann_folder(store) -> Path | None:
+    """Where a file-backed store keeps its ANN indexes (None for server-backed stores)."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return None
+    path = Path(path)
+    return path.with_name(path.name + "-ann")
+
+
+def ann_index_for(
+    store, model: str, generation: int, cache: dict, *, min_vectors: int = ANN_MIN_VECTORS
+) -> VectorIndex | None:
+    """The HNSW index of ``model`` for a file-backed store, or None where exact search serves
+    (small catalogs, stores without a file)."""
+    folder = ann_folder(store)
+    if folder is None or store.models().get(model, 0) < min_vectors:
+        return None
+    ann = cache.get(model)
+    if ann is None:
+        ann = cache[model] = PersistentHNSW(store, model, folder)
+    return ann.sync(generation)
