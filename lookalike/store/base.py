@@ -123,6 +123,10 @@ class Store(ABC):
     def get_image(self, image_id: int) -> ImageRecord | None: ...
 
     @abstractmethod
+    def load_phashes(self) -> tuple[np.ndarray, list[str]]:
+        """(image ids int64 [n], perceptual hashes as hex) of every image that has one."""
+
+    @abstractmethod
     def get_thumbnail(self, image_id: int) -> bytes | None: ...
 
     @abstractmethod

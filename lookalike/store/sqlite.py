@@ -353,6 +353,10 @@ class SQLiteStore(Store):
         )
         return ImageRecord(*rows[0]) if rows else None
 
+    def load_phashes(self) -> tuple[np.ndarray, list[str]]:
+        rows = self._query("SELECT id, phash FROM images WHERE phash IS NOT NULL ORDER BY id")
+        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
     def get_thumbnail(self, image_id: int) -> bytes | None:
         rows = self._query("SELECT thumbnail FROM images WHERE id = ?", (int(image_id),))
         return rows[0][0] if rows else None
