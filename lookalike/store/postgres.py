@@ -409,6 +409,10 @@ class PostgresStore(Store):
         )
         return ImageRecord(*rows[0]) if rows else None
 
+    def load_phashes(self) -> tuple[np.ndarray, list[str]]:
+        rows = self._query("SELECT id, phash FROM images WHERE phash IS NOT NULL ORDER BY id")
+        return np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows]
+
     def get_thumbnail(self, image_id: int) -> bytes | None:
         rows = self._query("SELECT thumbnail FROM images WHERE id = %s", (int(image_id),))
         return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
