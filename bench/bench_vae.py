@@ -1,6 +1,6 @@
 """Benchmark latent variable models on Fashion-MNIST: train on the train split, measure on test.
 
-    .venv/bin/python bench/bench_vae.py --epochs 6 --threads 1 --out runs/bench_vae
+    .venv/bin/python bench/bench_vae.py --epochs 6 --threads 1 --channels 16,32 --out runs/bench_vae
 
 For each model (VAE, beta-VAE beta=4, WAE-MMD) and latent size (16, 32) it records: reconstruction
 MSE per pixel (0-1), active units, kNN (k=5) class accuracy of latent means (test vs train) next to
@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--channels", default="16,32", help="conv widths, one stride-2 layer each")
+    ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N train images")
     ap.add_argument("--factor-samples", type=int, default=5000)
     args = ap.parse_args()
@@ -97,11 +99,15 @@ def main() -> None:
                     epochs=args.epochs,
                     batch_size=args.batch_size,
                     threads=args.threads,
+                    channels=tuple(int(c) for c in args.channels.split(",")),
+                    hidden=args.hidden,
                     data="fashion-mnist:train",
                     **MODELS[key],
                 )
                 t0 = time.monotonic()
-                train_vae(x_train, run_dir, config, progress=False, log=lambda s, n=name: print(n, s, flush=True))
+                train_vae(
+                    x_train, run_dir, config, progress=False, log=lambda s, n=name: print(n, s, flush=True)
+                )
                 train_seconds = time.monotonic() - t0
             else:
                 train_seconds = load_checkpoint(ckpt)["metrics"].get("train_seconds")
@@ -156,9 +162,11 @@ def markdown_table(results: dict) -> str:
         fade = interp
         kl = "—" if row["kl_total"] is None else f"{row['kl_total']:.1f}"
         lines.append(
-            f"| {name.rsplit('-z', 1)[0]} | {row['latent_dim']} | {row['epochs']} | {row['train_seconds']:.0f} "
+            f"| {name.rsplit('-z', 1)[0]} | {row['latent_dim']} | {row['epochs']} "
+            f"| {row['train_seconds']:.0f} "
             f"| {row['test_mse']:.4f} | {row['active_units']}/{row['latent_dim']} | {row['knn5']:.3f} | {kl} "
-            f"| {interp['model_mean_step']:.4f} ({interp['model_max_over_mean']:.2f}) | {row['mig']['mig']:.3f} |"
+            f"| {interp['model_mean_step']:.4f} ({interp['model_max_over_mean']:.2f}) "
+            f"| {row['mig']['mig']:.3f} |"
         )
     if "pixels" in results:
         px = results["pixels"]["knn5"]

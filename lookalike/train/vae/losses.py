@@ -9,7 +9,9 @@ import torch.nn.functional as F
 IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
-def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, likelihood: str = "bernoulli") -> torch.Tensor:
+def reconstruction_loss(
+    logits: torch.Tensor, target: torch.Tensor, likelihood: str = "bernoulli"
+) -> torch.Tensor:
     """Negative log-likelihood of ``target`` (0-1 pixels) per example, summed over pixels.
 
     ``bernoulli``: binary cross-entropy on logits (the usual choice for grey product shots);

@@ -39,9 +39,9 @@ class VAETrainConfig:
     likelihood: str = "bernoulli"
     resolution: int = 28
     in_channels: int = 1
-    channels: tuple[int, ...] = (32, 64)
+    channels: tuple[int, ...] = (16, 32)
     hidden: int = 256
-    epochs: int = 5
+    epochs: int = 6
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
@@ -162,12 +162,16 @@ def train_vae(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=total_steps, pct_start=0.15
     )
-    fixed_z = torch.randn(config.grid_size**2, config.latent_dim, generator=torch.Generator().manual_seed(1234))
+    fixed_z = torch.randn(
+        config.grid_size**2, config.latent_dim, generator=torch.Generator().manual_seed(1234)
+    )
     frames = []
     history: dict[str, Any] = {"step": [], "loss": [], "recon": [], "kl": [], "mmd": [], "epochs": []}
     step = 0
     started = time.monotonic()
-    with progress_bar(f"training {canonical_type(config.model)}", total=total_steps, enabled=progress) as advance:
+    with progress_bar(
+        f"training {canonical_type(config.model)}", total=total_steps, enabled=progress
+    ) as advance:
         for epoch in range(1, config.epochs + 1):
             model.train()
             perm = train_idx[rng.permutation(len(train_idx))]
@@ -208,7 +212,9 @@ def train_vae(
     metrics["train_images"] = int(len(train_idx))
     gif = out_dir / "epochs.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=600, loop=0, optimize=True)
-    curves = plot_curves(history, out_dir / "losses.png", title=f"{canonical_type(config.model)} z={config.latent_dim}")
+    curves = plot_curves(
+        history, out_dir / "losses.png", title=f"{canonical_type(config.model)} z={config.latent_dim}"
+    )
     recipe = asdict(config)
     recipe["channels"] = list(config.channels)
     checkpoint = save_checkpoint(
@@ -233,7 +239,9 @@ def _frame(decoded: torch.Tensor, nrow: int, epoch: int):
     from PIL import Image, ImageDraw
 
     grid = grid_image(decoded, nrow, scale=1).convert("L" if decoded.shape[1] == 1 else "RGB")
-    canvas = Image.new(grid.mode, (grid.width, grid.height + 14), 255 if grid.mode == "L" else (255, 255, 255))
+    canvas = Image.new(
+        grid.mode, (grid.width, grid.height + 14), 255 if grid.mode == "L" else (255, 255, 255)
+    )
     canvas.paste(grid, (0, 14))
     ImageDraw.Draw(canvas).text((3, 1), f"epoch {epoch}", fill=0 if grid.mode == "L" else (0, 0, 0))
     return canvas
@@ -254,7 +262,9 @@ def plot_curves(history: dict[str, Any], path: Path, *, title: str = "") -> Path
     epochs = history["epochs"]
     if epochs and steps.size:
         per_epoch = steps[-1] / len(epochs)
-        ax.plot([e["epoch"] * per_epoch for e in epochs], [e["recon"] for e in epochs], "o-", label="validation")
+        ax.plot(
+            [e["epoch"] * per_epoch for e in epochs], [e["recon"] for e in epochs], "o-", label="validation"
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("reconstruction (nats / image)")
     ax.set_title("reconstruction")
