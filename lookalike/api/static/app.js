@@ -1,0 +1,280 @@
+// lookalike web page: plain JS, no build step, no third-party code. Talks to the /v1 API.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  info: $("catalog-info"),
+  drop: $("dropzone"),
+  dropEmpty: $("dropzone-empty"),
+  file: $("file-input"),
+  camera: $("camera-input"),
+  urlForm: $("url-form"),
+  url: $("url-input"),
+  category: $("category-select"),
+  k: $("k-select"),
+  preview: $("query-preview"),
+  previewImg: $("query-image"),
+  previewCaption: $("query-caption"),
+  error: $("error"),
+  errorTitle: $("error-title"),
+  errorMessage: $("error-message"),
+  title: $("results-title"),
+  sub: $("results-sub"),
+  spinner: $("spinner"),
+  results: $("results"),
+};
+
+const ERROR_TITLES = {
+  bad_image: "We could not read that image",
+  unsupported_format: "That image format is not supported",
+  unsupported_media_type: "That is not something we can search with",
+  too_large: "That image is too large",
+  url_not_allowed: "That URL is not allowed",
+  fetch_failed: "We could not download that image",
+  not_found: "Not found",
+  too_many_requests: "The server is busy",
+  timeout: "The search took too long",
+  invalid_request: "Something is wrong with the request",
+};
+
+let lastQuery = null; // {kind: "file", file} | {kind: "url", url} | {kind: "product", id, thumb, title}
+let previewUrl = null;
+let requestSeq = 0;
+
+// ---------------------------------------------------------------------------- helpers
+function showError(code, message) {
+  els.errorTitle.textContent = ERROR_TITLES[code] || "That did not work";
+  els.errorMessage.textContent = message;
+  els.error.dataset.code = code || "error";
+  els.error.hidden = false;
+}
+
+function clearError() {
+  els.error.hidden = true;
+  els.errorMessage.textContent = "";
+}
+
+function setBusy(busy) {
+  els.spinner.hidden = !busy;
+  document.body.classList.toggle("busy", busy);
+}
+
+function setPreview(src, caption) {
+  els.previewImg.classList.remove("tiny");
+  els.previewImg.src = src;
+  els.previewCaption.textContent = caption;
+  els.preview.hidden = false;
+  els.dropEmpty.hidden = true;
+}
+
+function markTiny(img) {
+  const apply = () => img.classList.toggle("tiny", img.naturalWidth > 0 && img.naturalWidth <= 64);
+  if (img.complete) apply(); else img.addEventListener("load", apply, { once: true });
+}
+els.previewImg.addEventListener("load", () => { els.previewImg.hidden = false; markTiny(els.previewImg); });
+els.previewImg.addEventListener("error", () => { els.previewImg.hidden = true; });
+
+function filters() {
+  const out = {};
+  if (els.category.value) out.category = els.category.value;
+  return out;
+}
+
+async function readError(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error) return body.error;
+  } catch (_) { /* not JSON */ }
+  return { code: "error", message: `HTTP ${response.status} ${response.statusText}` };
+}
+
+// ---------------------------------------------------------------------------- catalog info
+async function loadStats() {
+  try {
+    const r = await fetch("/v1/stats");
+    if (!r.ok) throw await readError(r);
+    const s = await r.json();
+    els.info.textContent = `${s.products.toLocaleString()} products · model ${s.model || "none"}`;
+    for (const [name, count] of Object.entries(s.categories || {})) {
+      const opt = document.createElement("option");
+      opt.value = name;
+      opt.textContent = `${name} (${count.toLocaleString()})`;
+      els.category.append(opt);
+    }
+  } catch (e) {
+    els.info.textContent = "catalog unavailable";
+    showError(e.code, e.message || String(e));
+  }
+}
+
+// ---------------------------------------------------------------------------- searching
+async function runSearch() {
+  if (!lastQuery) return;
+  const seq = ++requestSeq;
+  const k = els.k.value;
+  const f = filters();
+  let request;
+  if (lastQuery.kind === "file") {
+    const form = new FormData();
+    form.append("image", lastQuery.file, lastQuery.file.name || "photo");
+    form.append("k", k);
+    if (f.category) form.append("category", f.category);
+    request = fetch("/v1/search", { method: "POST", body: form });
+  } else if (lastQuery.kind === "url") {
+    request = fetch("/v1/search", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ image_url: lastQuery.url, k: Number(k), filters: f }),
+    });
+  } else {
+    const params = new URLSearchParams({ k });
+    if (f.category) params.set("category", f.category);
+    request = fetch(`/v1/products/${encodeURIComponent(lastQuery.id)}/similar?${params}`);
+  }
+  clearError();
+  setBusy(true);
+  try {
+    const response = await request;
+    if (seq !== requestSeq) return; // a newer search started meanwhile
+    if (!response.ok) {
+      const err = await readError(response);
+      showError(err.code, err.message);
+      els.title.textContent = "No results";
+      els.sub.textContent = "Fix the problem above and try again.";
+      els.results.replaceChildren();
+      delete els.results.dataset.query;
+      return;
+    }
+    render(await response.json());
+  } catch (e) {
+    if (seq === requestSeq) showError("network", `The server did not answer (${e.message || e}).`);
+  } finally {
+    if (seq === requestSeq) setBusy(false);
+  }
+}
+
+function render(doc) {
+  const hits = doc.results || [];
+  if (lastQuery.kind === "product") {
+    els.title.textContent = `Products like ${lastQuery.title || lastQuery.id}`;
+  } else {
+    els.title.textContent = hits.length ? "Top matches" : "No matching products";
+  }
+  const cat = els.category.value ? ` in ${els.category.value}` : "";
+  els.sub.textContent = `${hits.length} result${hits.length === 1 ? "" : "s"}${cat} · model ${doc.model}`;
+  els.results.replaceChildren(...hits.map(card));
+  els.results.dataset.query = doc.query;
+}
+
+function card(hit, i) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "card";
+  button.dataset.productId = hit.product_id;
+  button.title = `Find products like ${hit.product_id}`;
+
+  const figure = document.createElement("div");
+  figure.className = "thumb";
+  const img = document.createElement("img");
+  img.src = hit.thumbnail_url;
+  img.alt = hit.title || hit.product_id;
+  img.loading = "lazy";
+  markTiny(img);
+  figure.append(img);
+
+  const rank = document.createElement("span");
+  rank.className = "rank";
+  rank.textContent = `#${i + 1}`;
+  figure.append(rank);
+
+  const body = document.createElement("div");
+  body.className = "card-body";
+  const title = document.createElement("span");
+  title.className = "card-title";
+  title.textContent = hit.title || hit.product_id;
+  const meta = document.createElement("span");
+  meta.className = "card-meta";
+  if (hit.category) {
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.textContent = hit.category;
+    meta.append(chip);
+  }
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = `${(hit.score * 100).toFixed(1)}%`;
+  meta.append(score);
+  const bar = document.createElement("span");
+  bar.className = "score-bar";
+  const fill = document.createElement("span");
+  fill.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
+  bar.append(fill);
+  const pid = document.createElement("span");
+  pid.className = "card-id";
+  pid.textContent = hit.product_id;
+  body.append(title, meta, bar, pid);
+
+  button.append(figure, body);
+  button.addEventListener("click", () => searchProduct(hit));
+  li.append(button);
+  return li;
+}
+
+// ---------------------------------------------------------------------------- inputs
+function searchFile(file) {
+  if (!file) return;
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = URL.createObjectURL(file);
+  setPreview(previewUrl, file.name || "your photo");
+  lastQuery = { kind: "file", file };
+  runSearch();
+}
+
+function searchUrl(url) {
+  url = url.trim();
+  if (!url) {
+    showError("invalid_request", "Paste the address of an image first.");
+    return;
+  }
+  if (!/^https?:\/\//i.test(url)) {
+    showError("url_not_allowed", `${url}: only http:// and https:// image URLs can be searched.`);
+    return;
+  }
+  setPreview(url, url);
+  lastQuery = { kind: "url", url };
+  runSearch();
+}
+
+function searchProduct(hit) {
+  setPreview(hit.thumbnail_url, `${hit.title || hit.product_id}`);
+  lastQuery = { kind: "product", id: hit.product_id, title: hit.title };
+  window.scrollTo({ top: 0, behavior: "smooth" });
+  runSearch();
+}
+
+els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
+els.camera.addEventListener("change", () => { searchFile(els.camera.files[0]); els.camera.value = ""; });
+els.urlForm.addEventListener("submit", (e) => { e.preventDefault(); searchUrl(els.url.value); });
+els.category.addEventListener("change", runSearch);
+els.k.addEventListener("change", runSearch);
+
+for (const type of ["dragenter", "dragover"]) {
+  els.drop.addEventListener(type, (e) => { e.preventDefault(); els.drop.classList.add("dragging"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  els.drop.addEventListener(type, (e) => { e.preventDefault(); els.drop.classList.remove("dragging"); });
+}
+els.drop.addEventListener("drop", (e) => {
+  const file = e.dataTransfer.files && e.dataTransfer.files[0];
+  if (file) { searchFile(file); return; }
+  const text = e.dataTransfer.getData("text/uri-list") || e.dataTransfer.getData("text/plain");
+  if (text) { els.url.value = text; searchUrl(text); }
+});
+document.addEventListener("paste", (e) => {
+  if (e.target === els.url) return;
+  const item = [...(e.clipboardData?.items || [])].find((it) => it.kind === "file");
+  if (item) searchFile(item.getAsFile());
+});
+
+loadStats();
