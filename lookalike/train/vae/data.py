@@ -29,7 +29,8 @@ def pil_to_array(images: Sequence[Image.Image], channels: int, resolution: int) 
 
 def to_tensor(images: np.ndarray | torch.Tensor, channels: int, resolution: int) -> torch.Tensor:
     """uint8 (n, h, w) or (n, h, w, c) -> float (n, channels, resolution, resolution) in [0, 1]."""
-    x = torch.as_tensor(np.asarray(images))
+    arr = np.asarray(images)
+    x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     if x.ndim == 3:
         x = x.unsqueeze(1)
     elif x.ndim == 4:
