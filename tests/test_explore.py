@@ -98,7 +98,8 @@ def test_nearest_products_are_real_catalog_ids(space, cat, tmp_path):
     with Image.open(png) as img:
         assert img.width > 8 * 56
     doc = json.loads(js.read_text())
-    assert [p["nearest"]["product_id"] for p in doc["paths"][0]["points"]] == [m.product_id for m in r.nearest]
+    points = doc["paths"][0]["points"]
+    assert [p["nearest"]["product_id"] for p in points] == [m.product_id for m in r.nearest]
 
 
 def test_slerp_keeps_the_norm_where_lerp_shrinks_it():
@@ -205,7 +206,8 @@ def test_cluster_csv_round_trip_writes_labels_back(space, cat, tmp_path):
     first0["label"] = "group zero"
     one1 = next(r for r in rows if r["cluster"] == "1")
     one1["label"] = "odd one"
-    rows.append({"cluster": "1", "product_id": "not-in-catalog", "distance": "0", "category": "", "label": "x"})
+    unknown = {"cluster": "1", "product_id": "not-in-catalog", "distance": "0", "category": "", "label": "x"}
+    rows.append(unknown)
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

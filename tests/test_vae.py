@@ -80,7 +80,8 @@ def test_reconstruction_loss_sums_pixels_per_example():
 
 
 def test_capacity_rises_linearly_then_stays():
-    m = build_model({"model": "beta-vae", "latent_dim": 4, "capacity": 20.0, "capacity_steps": 100, **_tiny_arch()})
+    arch = {"model": "beta-vae", "latent_dim": 4, "capacity": 20.0, "capacity_steps": 100, **_tiny_arch()}
+    m = build_model(arch)
     assert m.capacity_at(0) == 0.0
     assert m.capacity_at(50) == pytest.approx(10.0)
     assert m.capacity_at(1000) == pytest.approx(20.0)
@@ -124,7 +125,8 @@ def test_each_model_lowers_its_loss_in_a_few_steps(arch, fmnist_train):
 
 def test_models_decode_to_the_input_shape_at_other_resolutions():
     for res, channels in [(32, (8, 16)), (64, (8, 16, 16))]:
-        m = build_model({"model": "vae", "latent_dim": 3, "resolution": res, "in_channels": 3, "channels": channels})
+        arch = {"model": "vae", "latent_dim": 3, "resolution": res, "in_channels": 3, "channels": channels}
+        m = build_model(arch)
         mu, logvar = m.encode(torch.rand(2, 3, res, res))
         assert mu.shape == (2, 3) and logvar.shape == (2, 3)
         assert m.decode(mu).shape == (2, 3, res, res)
@@ -235,7 +237,8 @@ def test_model_metrics_on_a_trained_model(trained, fmnist_train, fmnist_test):
     mu = encode_means(model, x_test)
     assert mu.shape == (300, 4)
     assert 0 < reconstruction_mse(model, x_test) < 0.2
-    acc = knn_accuracy(encode_means(model, fmnist_train[0][:1000]), fmnist_train[1][:1000], mu, fmnist_test[1][:300])
+    train_mu = encode_means(model, fmnist_train[0][:1000])
+    acc = knn_accuracy(train_mu, fmnist_train[1][:1000], mu, fmnist_test[1][:300])
     assert acc > 0.3  # far above the 0.1 of chance, even for a 4-d model trained for seconds
     s = interpolation_smoothness(model, x_test, pairs=20, steps=6)
     assert s["crossfade_max_over_mean"] == pytest.approx(1.0, abs=1e-3)
