@@ -41,7 +41,7 @@ class HNSWIndex(VectorIndex):
         self,
         dim: int,
         *,
-        connectivity: int = 16,
+        connectivity: int = 32,
         expansion_add: int = 128,
         expansion_search: int = 96,
         dtype: str = "f32",

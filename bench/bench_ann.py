@@ -1,0 +1,424 @@
+"""ANN at scale, side by side in one run: the embedded store (SQLite + usearch HNSW, catalog-level),
+raw usearch on the same graph, faiss IndexHNSWFlat, and pgvector HNSW (catalog-level, in PostgreSQL).
+
+    .venv/bin/python bench/bench_ann.py --n 1000000 --queries 1000 --workdir /tmp/bench-ann \\
+        --out /tmp/bench-ann.json
+
+Datasets (n x 128, L2-normalised, cosine):
+  random     i.i.d. normal vectors; queries are fresh normal vectors.
+  clustered  built from real embeddings of the demo catalog: the 70,000 Fashion-MNIST items are
+             embedded with the `pixels` model (1024-d), projected to 128-d with PCA, and each of
+             the n vectors is one of those items plus Gaussian noise (noise norm 0.3) and
+             re-normalised, so every item is a tight cluster of ~n/70k "photos". Queries are new
+             noisy copies of random items.
+Every product has one image; its category is a tier used for filters: t50 (50%), t5 (5%),
+t01 (0.1%) and rest. Measured: recall@10 against exact search (numpy), QPS and p50/p99 latency of
+single queries (vector in, product ids and metadata out for the catalog-level systems), at several
+ef values; filtered search recall and result counts at 50% / 5% / 0.1%; churn (delete 30% of the
+vectors from the HNSW graph and re-add them, recall vs the fresh build); build times.
+Results are written to --out after every step, so a long run leaves partial results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+K = 10
+MODEL = "bench128"
+TIERS = [("t50", 0.5), ("t5", 0.05), ("t01", 0.001)]
+
+RESULTS: dict = {}
+
+
+def log(*args) -> None:
+    print(f"[{datetime.now(UTC).strftime('%H:%M:%S')}]", *args, flush=True)
+
+
+def save(out: Path) -> None:
+    out.write_text(json.dumps(RESULTS, indent=2))
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x
+
+
+# --- data -------------------------------------------------------------------------------------
+def random_dataset(n: int, q: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return normalise(rng.standard_normal((n, 128), dtype=np.float32)), normalise(
+        rng.standard_normal((q, 128), dtype=np.float32)
+    )
+
+
+def clustered_dataset(n: int, q: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+    from sklearn.decomposition import PCA
+
+    from lookalike.datasets.fashion_mnist import load_split
+    from lookalike.embedders import load_embedder
+
+    emb = load_embedder("pixels")
+    parts = []
+    for split in ("train", "test"):
+        images, _ = load_split(split)
+        parts.append(emb.embed_images([Image.fromarray(a) for a in images], progress=False))
+    real = np.concatenate(parts)
+    base = normalise(PCA(128, random_state=0).fit_transform(real))
+    sigma = 0.3 / np.sqrt(128)
+
+    def noisy(idx: np.ndarray) -> np.ndarray:
+        return normalise(base[idx] + sigma * rng.standard_normal((len(idx), 128), dtype=np.float32))
+
+    data = np.empty((n, 128), dtype=np.float32)
+    for s in range(0, n, 100_000):
+        idx = np.arange(s, min(n, s + 100_000)) % len(base)
+        data[s : s + len(idx)] = noisy(idx)
+    return data, noisy(rng.integers(0, len(base), q))
+
+
+def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """Row numbers of the exact top-k (cosine) for each query, within ``rows`` when given."""
+    sub = data if rows is None else data[rows]
+    k = min(k, len(sub))
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for s in range(0, len(queries), 100):
+        scores = queries[s : s + 100] @ sub.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1)
+        top = np.take_along_axis(top, order, 1)
+        out[s : s + 100] = top if rows is None else rows[top]
+    return out
+
+
+def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f.tolist()[:K]) & set(t.tolist())) / len(t) for f, t in zip(found, truth, strict=True)]))
+
+
+def timed_queries(fn, queries: np.ndarray) -> tuple[list[np.ndarray], dict]:
+    """Run fn(q) -> row numbers for every query; returns results and QPS / p50 / p99 (ms)."""
+    for q in queries[:20]:
+        fn(q)  # warm up
+    lat, found = [], []
+    t0 = time.perf_counter()
+    for q in queries:
+        s = time.perf_counter()
+        found.append(fn(q))
+        lat.append(time.perf_counter() - s)
+    total = time.perf_counter() - t0
+    lat_ms = np.array(lat) * 1000
+    return found, {
+        "qps": round(len(queries) / total, 1),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 3),
+    }
+
+
+def pick_ef(by_ef: dict) -> int:
+    """The smallest ef whose recall@10 reaches 0.95 (else the largest measured)."""
+    good = [int(ef) for ef, r in by_ef.items() if r["recall@10"] >= 0.95]
+    return min(good) if good else max(int(ef) for ef in by_ef)
+
+
+def tiers_for(n: int, rng: np.random.Generator) -> np.ndarray:
+    u = rng.random(n)
+    out = np.full(n, "rest", dtype=object)
+    lo = 0.0
+    for name, frac in TIERS:
+        out[(u >= lo) & (u < lo + frac)] = name
+        lo += frac
+    return out
+
+
+# --- systems ------------------------------------------------------------------------------------
+def bench_faiss(data, queries, truth, efs, res: dict, out: Path) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(2)
+    index = faiss.IndexHNSWFlat(data.shape[1], 32, faiss.METRIC_INNER_PRODUCT)  # same M as HNSWIndex
+    index.hnsw.efConstruction = 128
+    t0 = time.perf_counter()
+    index.add(data)
+    res["build_s"] = round(time.perf_counter() - t0, 1)
+    log(f"faiss build {res['build_s']}s")
+    faiss.omp_set_num_threads(1)
+    res["ef"] = {}
+    for ef in efs:
+        index.hnsw.efSearch = ef
+
+        def fn(q, index=index):
+            return index.search(q[None, :], K)[1][0]
+
+        found, stats = timed_queries(fn, queries)
+        res["ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
+        log("faiss", ef, res["ef"][ef])
+        save(out)
+
+
+def load_sqlite(path: Path, data: np.ndarray, tiers: np.ndarray) -> float:
+    from lookalike.store import NewImage, ProductWrite
+    from lookalike.store.sqlite import SQLiteStore
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    store = SQLiteStore(path)
+    t0 = time.perf_counter()
+    for s in range(0, len(data), 5000):
+        images, products = [], []
+        for i in range(s, min(len(data), s + 5000)):
+            sha = hashlib.sha256(f"img{i}".encode()).hexdigest()
+            images.append(NewImage(sha, f"bench:{i}", 28, 28, None, None, data[i]))
+            products.append(ProductWrite(f"p{i}", title=f"item {i}", category=tiers[i], image_shas=[sha]))
+        store.write_batch(MODEL, images, products)
+    store.set_meta("model", MODEL)
+    store.close()
+    return time.perf_counter() - t0
+
+
+def bench_embedded(db: Path, data, queries, truth, ftruth, efs, res: dict, out: Path, churn: dict | None) -> None:
+    from lookalike.catalog import Catalog
+
+    t0 = time.perf_counter()
+    cat = Catalog.open(db)
+    cat.ann_min_vectors = 0  # HNSW even when --n is small
+    cat.search_vector(queries[0], k=K)  # builds the HNSW index beside the file
+    ann = cat._ann[MODEL]
+    res["index_build_s"] = round(time.perf_counter() - t0, 1)
+    log(f"embedded: first search (build + save) {res['index_build_s']}s, {ann.last_action}")
+    cat.close()
+    t0 = time.perf_counter()
+    cat = Catalog.open(db)
+    cat.ann_min_vectors = 0  # HNSW even when --n is small
+    cat.search_vector(queries[0], k=K)
+    ann = cat._ann[MODEL]
+    res["reopen_first_search_s"] = round(time.perf_counter() - t0, 2)
+    res["reopen_action"] = ann.last_action
+    index = ann.index
+
+    def rows_of(hits):
+        return np.array([int(h.product_id[1:]) for h in hits], dtype=np.int64)
+
+    res["ef"], res["raw_usearch_ef"] = {}, {}
+    for ef in efs:
+        index.expansion_search = ef
+        found, stats = timed_queries(lambda q: rows_of(cat.search_vector(q, k=K)), queries)
+        res["ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
+        log("embedded", ef, res["ef"][ef])
+        raw = index._index
+        raw.expansion_search = ef
+        # raw usearch on the same graph: keys are image ids = row + 1
+        found, stats = timed_queries(lambda q, raw=raw: raw.search(q, K).keys.astype(np.int64) - 1, queries)
+        res["raw_usearch_ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
+        log("raw usearch", ef, res["raw_usearch_ef"][ef])
+        save(out)
+    res["filter_ef"] = pick_ef(res["ef"])
+    index.expansion_search = res["filter_ef"]
+    res["filtered"] = {}
+    for tier, _ in TIERS:
+        fq = queries[: len(ftruth[tier])]
+        found, stats = timed_queries(lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq)
+        res["filtered"][tier] = {
+            "recall@10": round(recall(found, ftruth[tier]), 4),
+            "min_results": int(min(len(f) for f in found)),
+            **stats,
+        }
+        log("embedded filtered", tier, res["filtered"][tier])
+        save(out)
+    if churn is not None:
+        bench_churn(index, data, queries, truth, res["filter_ef"], churn)
+        save(out)
+    cat.close()
+
+
+def bench_churn(index, data, queries, truth, ef, res: dict) -> None:
+    """Delete 30% of the vectors from the embedded store's fresh HNSW graph and re-add them
+    (HNSWIndex.remove / add, the calls the store's incremental sync makes); compare recall."""
+    raw = index._index
+    raw.expansion_search = ef
+
+    def fn(q):
+        return raw.search(q, K).keys.astype(np.int64) - 1  # keys are image ids = row + 1
+
+    found, _ = timed_queries(fn, queries)
+    res["fresh_recall@10"] = round(recall(found, truth), 4)
+    rows = np.random.default_rng(1).choice(len(data), int(0.3 * len(data)), replace=False)
+    t0 = time.perf_counter()
+    index.remove(rows + 1)
+    index.add(rows + 1, data[rows])
+    res["churn_s"] = round(time.perf_counter() - t0, 1)
+    raw.expansion_search = ef
+    found, _ = timed_queries(fn, queries)
+    res["churned_recall@10"] = round(recall(found, truth), 4)
+    res["ef"] = ef
+    res["delta"] = round(res["fresh_recall@10"] - res["churned_recall@10"], 4)
+    log("churn", res)
+
+
+def load_postgres(url: str, data: np.ndarray, tiers: np.ndarray) -> dict:
+    import psycopg
+
+    from lookalike.store.postgres import PostgresStore, index_name
+
+    PostgresStore(url).close()  # migrations
+    timings = {}
+    t0 = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            with cur.copy("COPY products (id, product_id, title, category, created_at, updated_at) FROM STDIN") as cp:
+                for i in range(len(data)):
+                    cp.write_row((i + 1, f"p{i}", f"item {i}", tiers[i], "2026-01-01", "2026-01-01"))
+            with cur.copy("COPY images (id, sha256, uri, width, height, created_at) FROM STDIN") as cp:
+                for i in range(len(data)):
+                    cp.write_row((i + 1, hashlib.sha256(f"img{i}".encode()).hexdigest(), f"bench:{i}", 28, 28,
+                                  "2026-01-01"))
+            with cur.copy("COPY product_images (product_id, image_id) FROM STDIN") as cp:
+                for i in range(len(data)):
+                    cp.write_row((i + 1, i + 1))
+            with cur.copy("COPY embeddings (image_id, model, dim, vector) FROM STDIN") as cp:
+                buf = io.StringIO()
+                for s in range(0, len(data), 10_000):
+                    buf.seek(0)
+                    buf.truncate()
+                    for i in range(s, min(len(data), s + 10_000)):
+                        buf.write(f"{i + 1}\t{MODEL}\t128\t[{','.join(map(repr, data[i].tolist()))}]\n")
+                    cp.write(buf.getvalue())
+            cur.execute("SELECT setval('products_id_seq', %s), setval('images_id_seq', %s)", (len(data), len(data)))
+            cur.execute("INSERT INTO meta(key, value) VALUES ('model', %s) ON CONFLICT (key) DO UPDATE SET value = "
+                        "EXCLUDED.value", (MODEL,))
+            cur.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")
+            timings["copy_s"] = round(time.perf_counter() - t0, 1)
+            log(f"postgres copy {timings['copy_s']}s")
+            cur.execute("ANALYZE")
+            cur.execute("SET maintenance_work_mem = '6GB'")
+            cur.execute("SET max_parallel_maintenance_workers = 1")
+            t0 = time.perf_counter()
+            cur.execute(
+                f"CREATE INDEX {index_name(MODEL)} ON embeddings USING hnsw ((vector::vector(128)) vector_cosine_ops) "
+                f"WITH (m = 16, ef_construction = 64) WHERE model = '{MODEL}'"
+            )
+            timings["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
+            log(f"postgres hnsw build {timings['hnsw_build_s']}s")
+            cur.execute("VACUUM ANALYZE")
+    return timings
+
+
+def bench_pgvector(url: str, queries, truth, ftruth, efs, res: dict, out: Path) -> None:
+    from lookalike.catalog import Catalog
+
+    cat = Catalog.open(url)
+    cat.search_vector(queries[0], k=K)
+    index = cat._views[MODEL].index
+
+    def rows_of(hits):
+        return np.array([int(h.product_id[1:]) for h in hits], dtype=np.int64)
+
+    res["ef"] = {}
+    for ef in efs:
+        index.ef_search = ef
+        found, stats = timed_queries(lambda q: rows_of(cat.search_vector(q, k=K)), queries)
+        res["ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
+        log("pgvector", ef, res["ef"][ef])
+        save(out)
+    res["filter_ef"] = pick_ef(res["ef"])
+    index.ef_search = res["filter_ef"]
+    res["filtered"] = {}
+    for tier, _ in TIERS:
+        fq = queries[: len(ftruth[tier])]
+        found, stats = timed_queries(lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq)
+        res["filtered"][tier] = {
+            "recall@10": round(recall(found, ftruth[tier]), 4),
+            "min_results": int(min(len(f) for f in found)),
+            **stats,
+        }
+        log("pgvector filtered", tier, res["filtered"][tier])
+        save(out)
+    cat.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--filtered-queries", type=int, default=200)
+    ap.add_argument("--datasets", default="random,clustered")
+    ap.add_argument("--systems", default="embedded,faiss,pgvector,churn")
+    ap.add_argument("--efs", default="64,128,256,512,1000")
+    ap.add_argument("--workdir", default="/tmp/bench-ann")
+    ap.add_argument("--out", default="/tmp/bench-ann.json")
+    args = ap.parse_args()
+    os.environ.setdefault("LOOKALIKE_PROGRESS", "0")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    efs = [int(e) for e in args.efs.split(",")]
+    systems = args.systems.split(",")
+    RESULTS.update({
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
+        "n": args.n, "queries": args.queries, "datasets": {},
+    })
+    server = None
+    started = time.perf_counter()
+    for name in args.datasets.split(","):
+        rng = np.random.default_rng(0)
+        t0 = time.perf_counter()
+        data, queries = (random_dataset if name == "random" else clustered_dataset)(args.n, args.queries, rng)
+        tiers = tiers_for(args.n, rng)
+        res = RESULTS["datasets"][name] = {"make_s": round(time.perf_counter() - t0, 1)}
+        t0 = time.perf_counter()
+        truth = exact_topk(data, queries, K)
+        fq = queries[: args.filtered_queries]
+        ftruth = {t: exact_topk(data, fq, K, np.flatnonzero(tiers == t)) for t, _ in TIERS}
+        res["tier_sizes"] = {t: int((tiers == t).sum()) for t, _ in TIERS}
+        res["exact_s"] = round(time.perf_counter() - t0, 1)
+        log(name, "data + exact ground truth ready", res)
+        save(out)
+        if "faiss" in systems:
+            bench_faiss(data, queries, truth, efs, res.setdefault("faiss_hnsw", {}), out)
+        if "embedded" in systems:
+            db = work / f"{name}.db"
+            sub = res.setdefault("embedded", {})
+            sub["sqlite_load_s"] = round(load_sqlite(db, data, tiers), 1)
+            log(f"sqlite load {sub['sqlite_load_s']}s")
+            bench_embedded(db, data, queries, truth, ftruth, efs, sub, out,
+                           res.setdefault("churn", {}) if "churn" in systems else None)
+        if "pgvector" in systems:
+            from lookalike.store.pgserver import LocalPostgres
+
+            if server is None:
+                server = LocalPostgres(work / "pgdata", fast_unsafe=True)
+                server.start()
+            dbname = f"ann_{name}_{args.n}"
+            import psycopg
+
+            with psycopg.connect(server.url(), autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {dbname}")
+            url = server.create_database(dbname)
+            sub = res.setdefault("pgvector", {})
+            sub.update(load_postgres(url, data, tiers))
+            save(out)
+            bench_pgvector(url, queries, truth, ftruth, efs, sub, out)
+        del data
+    RESULTS["wall_s"] = round(time.perf_counter() - started, 1)
+    save(out)
+    if server is not None:
+        server.stop()
+    log("done", out)
+
+
+if __name__ == "__main__":
+    main()
