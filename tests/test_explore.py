@@ -35,6 +35,17 @@ N_PRODUCTS = 300
 FOOTWEAR = {"Sandal", "Sneaker", "Ankle boot"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core machine: one torch thread avoids spin-waiting on busy cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def vae_path(tmp_path_factory):
     from lookalike.datasets.fashion_mnist import load_split

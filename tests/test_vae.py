@@ -28,6 +28,17 @@ from lookalike.train.vae.metrics import (
 TINY = {"channels": (8, 16), "hidden": 64, "latent_dim": 4}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core machine: one torch thread avoids spin-waiting on busy cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def fmnist_train():
     from lookalike.datasets.fashion_mnist import load_split

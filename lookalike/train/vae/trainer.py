@@ -244,7 +244,8 @@ def _frame(decoded: torch.Tensor, nrow: int, epoch: int):
     )
     canvas.paste(grid, (0, 14))
     ImageDraw.Draw(canvas).text((3, 1), f"epoch {epoch}", fill=0 if grid.mode == "L" else (0, 0, 0))
-    return canvas
+    # 64 grey levels (or colours) look the same and keep the GIF small
+    return canvas.quantize(64) if canvas.mode == "L" else canvas.quantize(128)
 
 
 def plot_curves(history: dict[str, Any], path: Path, *, title: str = "") -> Path:
@@ -266,6 +267,7 @@ def plot_curves(history: dict[str, Any], path: Path, *, title: str = "") -> Path
             [e["epoch"] * per_epoch for e in epochs], [e["recon"] for e in epochs], "o-", label="validation"
         )
     ax.set_xlabel("step")
+    ax.set_yscale("log")  # the first steps are far above the rest
     ax.set_ylabel("reconstruction (nats / image)")
     ax.set_title("reconstruction")
     ax.legend()
