@@ -1,0 +1,54 @@
+"""`lookalike eval`: Recall@K / mAP@R of one or more embedders on a retrieval protocol."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lookalike.cli.app import app
+from lookalike.cli.options import console
+from lookalike.errors import InvalidRequest
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Embedder to evaluate (repeat to compare several)."),
+    ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(help="street-to-shop (street views vs 70k shop images) or class-level (test vs train)."),
+    ] = "street-to-shop",
+    queries: Annotated[
+        int | None, typer.Option(min=1, help="Use N sampled queries (default: all 10k).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Report folder: PROTOCOL.md, PROTOCOL.json, PROTOCOL-topk.png.")
+    ] = Path("runs/eval"),
+    distractors: Annotated[
+        int | None,
+        typer.Option(min=0, help="Sample N distractor gallery images (default: the whole gallery)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the query sample and of the street views.")] = 0,
+) -> None:
+    """Evaluate embedders on Fashion-MNIST: queries against a gallery with distractors."""
+    from lookalike.evaluation import evaluate
+    from lookalike.evaluation.datasets import PROTOCOLS, class_level, street_to_shop
+    from lookalike.evaluation.report import markdown_table, write_report
+
+    if protocol not in PROTOCOLS:
+        raise InvalidRequest(f"unknown protocol {protocol!r} (choose {', '.join(PROTOCOLS)})")
+    models = model or ["pixels", "default"]
+    build = street_to_shop if protocol == "street-to-shop" else class_level
+    q, g = build(queries, seed, distractors)
+    console.print(f"{protocol}: {len(q)} queries vs {len(g)} gallery images; models {', '.join(models)}")
+    result = evaluate(models, q, g, protocol=protocol)
+    command = "lookalike " + shlex.join(sys.argv[1:])
+    paths = write_report(result, out, q, g, title=f"{protocol} evaluation", command=command, seed=seed)
+    console.print(markdown_table(result))
+    console.print(f"report {paths['md']}\njson {paths['json']}\ntop-k {paths['png']}")

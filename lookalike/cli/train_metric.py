@@ -1,0 +1,110 @@
+"""`lookalike train metric`: learn a street-to-shop embedding with triplets (see docs/metric-learning.md)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lookalike.cli.app import train_app
+from lookalike.cli.options import console
+from lookalike.errors import InvalidRequest
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InvalidRequest(f"{what} {text!r} is not a comma-separated list of integers") from None
+    if not out:
+        raise InvalidRequest(f"{what} needs at least one value")
+    return out
+
+
+@train_app.command("metric")
+def train_metric_cmd(
+    data: Annotated[
+        str, typer.Option(help="Training catalog: fashion-mnist[:train] or a folder of product images.")
+    ] = "fashion-mnist:train",
+    street: Annotated[
+        Path | None,
+        typer.Option(
+            help="Real street photos: a CSV with product_id,path columns (else synthetic views only)."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint to write (default RUN_DIR/model.pt).")] = None,
+    run_dir: Annotated[
+        Path, typer.Option(help="Run folder: state.pt (resume), curves.png, history.json.")
+    ] = Path("runs/metric"),
+    backbone: Annotated[
+        str, typer.Option(help="smallcnn, or a torchvision model name (resnet18, ...).")
+    ] = "smallcnn",
+    widths: Annotated[str, typer.Option(help="smallcnn stage widths.")] = "16,32,64,128",
+    input_size: Annotated[int, typer.Option(min=16, max=512, help="Input resolution in pixels.")] = 32,
+    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    identities: Annotated[int, typer.Option(min=2, help="Product identities per batch.")] = 96,
+    street_per_identity: Annotated[
+        int, typer.Option(min=1, help="Street views per identity in a batch.")
+    ] = 1,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,
+    margin: Annotated[float, typer.Option(help="Triplet margin on squared L2 distance.")] = 0.2,
+    mining: Annotated[
+        str, typer.Option(help="Online miner: semihard, hard, random, batchhard, multisimilarity or none.")
+    ] = "semihard",
+    cross_domain: Annotated[
+        bool, typer.Option("--cross-domain/--mixed", help="Shop anchors vs street positives/negatives.")
+    ] = True,
+    symmetric: Annotated[bool, typer.Option(help="Also street anchors vs shop positives/negatives.")] = True,
+    offline_every: Annotated[int, typer.Option(help="Offline hard mining every N steps (0 = off).")] = 0,
+    offline_pool: Annotated[int, typer.Option(help="Identities embedded per offline mining round.")] = 4096,
+    offline_kind: Annotated[str, typer.Option(help="Offline negatives: hard or semihard.")] = "hard",
+    class_weight: Annotated[float, typer.Option(help="Weight of an extra class-level triplet loss.")] = 0.0,
+    aug_size: Annotated[
+        str, typer.Option(help="Street view size range (min,max) in pixels while training.")
+    ] = ("32,128"),
+    val_every: Annotated[int, typer.Option(min=1)] = 500,
+    limit: Annotated[int | None, typer.Option(help="Train on the first N items only.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Train FC512-ELU-FC128-L2 embeddings with triplets; rerun the same command to resume."""
+    from lookalike.train.metric import MetricRecipe, train_metric
+    from lookalike.train.metric.data import load_train_data
+
+    size = _ints(aug_size, "--aug-size")
+    if len(size) != 2 or size[0] > size[1]:
+        raise InvalidRequest(f"--aug-size {aug_size!r} must be MIN,MAX")
+    recipe = MetricRecipe(
+        backbone=backbone,
+        widths=_ints(widths, "--widths"),
+        input_size=input_size,
+        steps=steps,
+        identities_per_batch=identities,
+        street_per_identity=street_per_identity,
+        lr=lr,
+        margin=margin,
+        mining=mining,
+        cross_domain=cross_domain,
+        symmetric=symmetric,
+        offline_every=offline_every,
+        offline_pool=offline_pool,
+        offline_kind=offline_kind,
+        class_weight=class_weight,
+        aug_size=size,
+        val_every=val_every,
+        limit=limit,
+        threads=threads,
+        seed=seed,
+        command="lookalike " + shlex.join(sys.argv[1:]),
+    )
+    train_data = load_train_data(data, street, limit=limit)
+    console.print(f"training [bold]{backbone}[/] on {len(train_data)} products from {data} ({steps} steps)")
+    result = train_metric(train_data, recipe, run_dir=run_dir, out=out, log=console.print)
+    m = result.metrics
+    shown = ", ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in m.items() if k.startswith("val_"))
+    console.print(f"[bold green]done[/] in {result.seconds:.0f}s: validation {shown}")
+    console.print(f"checkpoint {result.checkpoint}\ncurves {result.curves}")
+    console.print(f"use it: lookalike index fashion-mnist --model trained:{result.checkpoint}")

@@ -1,0 +1,139 @@
+"""Metric-learning networks: a backbone, then the FC512-ELU-FC128-L2 embedding head.
+
+It lives with the embedders (not in ``lookalike.train``) because the ``trained`` embedder rebuilds
+these networks from checkpoints, and the search path never imports the training code.
+
+The default backbone is a small CNN that trains on CPU; any torchvision model can be named
+("resnet18", ...). ``preprocess_images`` is the one input pipeline used both in training and by the
+``trained`` embedder, so street photos and catalog images are seen the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from lookalike.errors import ModelError
+
+DEFAULT_PREPROCESS = {"size": 32, "channels": 1, "normalise": "per_image"}
+
+
+def preprocess_images(images: Sequence[Image.Image | np.ndarray], preprocess: dict) -> torch.Tensor:
+    """Images of any size/mode -> float tensor (n, C, S, S): grey (or RGB), resized, standardised.
+
+    Per-image standardisation removes the overall brightness and contrast of a photo, so a light
+    product on black and a tinted product on a coloured background land on a comparable scale.
+    """
+    size = int(preprocess.get("size", 32))
+    channels = int(preprocess.get("channels", 1))
+    mode = "L" if channels == 1 else "RGB"
+    out = np.empty((len(images), size, size, channels), dtype=np.float32)
+    for i, img in enumerate(images):
+        if isinstance(img, np.ndarray):
+            img = Image.fromarray(np.asarray(img, dtype=np.uint8))
+        img = img.convert(mode)
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        out[i] = np.asarray(img, dtype=np.float32).reshape(size, size, channels) / 255.0
+    t = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+    if preprocess.get("normalise", "per_image") == "per_image":
+        mean = t.mean(dim=(1, 2, 3), keepdim=True)
+        std = t.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.02)
+        t = (t - mean) / std
+    return t
+
+
+class SmallCNN(nn.Module):
+    """Four conv stages (two 3x3 convs + BN + ReLU each), then global average and max pooling."""
+
+    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128, 256)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, w in enumerate(widths):
+            layers += [
+                nn.Conv2d(c, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+            ]
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+            c = w
+        self.features = nn.Sequential(*layers)
+        self.out_dim = 2 * c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        return torch.cat([F.adaptive_avg_pool2d(f, 1), F.adaptive_max_pool2d(f, 1)], dim=1).flatten(1)
+
+
+class TorchvisionBackbone(nn.Module):
+    """A torchvision classification model with its classifier removed (features only)."""
+
+    def __init__(self, name: str, in_channels: int = 1, weights: str | None = None):
+        super().__init__()
+        import torchvision
+
+        try:
+            ctor = torchvision.models.get_model_builder(name)
+        except ValueError:
+            raise ModelError(f"unknown torchvision model {name!r}") from None
+        net = ctor(weights=weights)
+        self.in_channels = in_channels
+        # strip the classifier: the last Linear becomes the identity
+        if hasattr(net, "fc") and isinstance(net.fc, nn.Linear):
+            self.out_dim = net.fc.in_features
+            net.fc = nn.Identity()
+        elif hasattr(net, "classifier"):
+            cls = net.classifier
+            linears = (
+                [m for m in cls.modules() if isinstance(m, nn.Linear)] if isinstance(cls, nn.Module) else []
+            )
+            if not linears:
+                raise ModelError(f"cannot find the classifier of torchvision model {name!r}")
+            self.out_dim = linears[0].in_features
+            net.classifier = nn.Identity()
+        elif hasattr(net, "heads"):
+            self.out_dim = net.heads[-1].in_features
+            net.heads = nn.Identity()
+        else:
+            raise ModelError(f"cannot find the classifier of torchvision model {name!r}")
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x).flatten(1)
+
+
+class EmbeddingNet(nn.Module):
+    """backbone -> FC 512 -> ELU -> FC ``dim`` -> L2 normalisation."""
+
+    def __init__(self, backbone: nn.Module, in_dim: int, dim: int = 128, hidden: int = 512):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.Linear(in_dim, hidden), nn.ELU(inplace=True), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(x)), dim=1)
+
+
+def build_model(arch: dict) -> EmbeddingNet:
+    """Rebuild a network from its checkpoint ``arch`` dict (also used to create it for training)."""
+    name = arch.get("backbone", "smallcnn")
+    in_channels = int(arch.get("in_channels", 1))
+    if name == "smallcnn":
+        backbone = SmallCNN(in_channels, tuple(arch.get("widths", (32, 64, 128, 256))))
+        in_dim = backbone.out_dim
+    else:
+        backbone = TorchvisionBackbone(name, in_channels)
+        in_dim = backbone.out_dim
+    return EmbeddingNet(backbone, in_dim, dim=int(arch.get("dim", 128)), hidden=int(arch.get("hidden", 512)))

@@ -1,0 +1,57 @@
+"""The ``trained`` family: a metric-learning checkpoint (``trained:PATH``) as an Embedder.
+
+The checkpoint carries its own preprocessing (input size, grey/RGB, normalisation), so street photos
+of any size and catalog images go through exactly the pipeline the model was trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lookalike.checkpoint import load_checkpoint
+from lookalike.embedders.base import Embedder
+from lookalike.errors import ModelError
+
+
+class TrainedEmbedder(Embedder):
+    """Runs a network trained by ``lookalike train metric`` on CPU (or GPU when available)."""
+
+    batch_size = 512
+
+    def __init__(self, path: str | Path, payload: dict):
+        import torch
+
+        from lookalike.embedders._metric_net import build_model
+
+        self.path = Path(path)
+        self.name = f"trained:{path}"
+        self.arch = payload["arch"]
+        self.preprocess = payload["preprocess"]
+        self.recipe = payload.get("recipe", {})
+        self.metrics = payload.get("metrics", {})
+        self.model = build_model(self.arch)
+        try:
+            self.model.load_state_dict(payload["state_dict"])
+        except RuntimeError as exc:
+            raise ModelError(f"checkpoint {path} does not match its architecture: {exc}") from None
+        self.model.eval()
+        self.dim = int(self.arch.get("dim", 128))
+        self._torch = torch
+
+    def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        from lookalike.embedders._metric_net import preprocess_images
+
+        x = preprocess_images(images, self.preprocess)
+        with self._torch.inference_mode():
+            return self.model(x).numpy()
+
+
+def load(spec: str) -> Embedder:
+    if not spec:
+        raise ModelError("trained model needs a checkpoint path: trained:PATH")
+    payload = load_checkpoint(spec, kind="metric")
+    return TrainedEmbedder(spec, payload)

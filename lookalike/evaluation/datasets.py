@@ -1,0 +1,108 @@
+"""Ready-made query sets and galleries on Fashion-MNIST (the demo catalog).
+
+* ``class-level``: the 10k clean test images as queries against the 60k train gallery; only the
+  category can match (the query's own product is not in the gallery).
+* ``street-to-shop``: synthetic street photos of test items as queries against all 70k shop images
+  (train + test): the query's own catalog image is in the gallery, every other image is a distractor.
+  The clean subset holds the views whose item is whole, large and only mildly degraded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from lookalike.datasets.fashion_mnist import load_split
+from lookalike.evaluation.protocol import Gallery, QuerySet
+from lookalike.train.metric.augment import StreetViewAugment
+
+PROTOCOLS = ("street-to-shop", "class-level")
+
+
+class _ArrayImages:
+    """A lazy sequence of PIL images over a uint8 (N, H, W) array."""
+
+    def __init__(self, arr: np.ndarray):
+        self.arr = arr
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [Image.fromarray(a, "L") for a in self.arr[i]]
+        return Image.fromarray(self.arr[i], "L")
+
+
+def _ids(split: str, n: int) -> np.ndarray:
+    return np.array([f"fmnist-{split}-{i}" for i in range(n)])
+
+
+def class_level(
+    n_queries: int | None = None, seed: int = 0, distractors: int | None = None
+) -> tuple[QuerySet, Gallery]:
+    """``distractors`` limits the gallery to that many sampled train images (default: all 60k)."""
+    xtr, ytr = load_split("train")
+    xte, yte = load_split("test")
+    idx = _subset(len(xte), n_queries, seed)
+    gidx = _subset(len(xtr), distractors, seed + 1)
+    queries = QuerySet(
+        _ArrayImages(xte[idx]),
+        _ids("test", len(xte))[idx],
+        yte[idx].astype(np.int64),
+        name="fashion-mnist test (clean)",
+    )
+    gallery = Gallery(
+        _ArrayImages(xtr[gidx]),
+        _ids("train", len(xtr))[gidx],
+        ytr[gidx].astype(np.int64),
+        name=f"fashion-mnist train ({len(gidx)})",
+    )
+    return queries, gallery
+
+
+def street_to_shop(
+    n_queries: int | None = None,
+    seed: int = 0,
+    distractors: int | None = None,
+    size: tuple[int, int] = (64, 320),
+) -> tuple[QuerySet, Gallery]:
+    """``distractors`` limits the gallery to the queries' own shop images plus that many others."""
+    xtr, ytr = load_split("train")
+    xte, yte = load_split("test")
+    idx = _subset(len(xte), n_queries, seed)
+    # views are rendered once and kept in memory (about 90 kB each at the default sizes)
+    views, clean = [], np.zeros(len(idx), dtype=bool)
+    aug = StreetViewAugment(size=size)
+    for j, i in enumerate(idx):
+        views.append(aug(xte[i], np.random.default_rng([seed, 424242, int(i)])))
+        clean[j] = StreetViewAugment.is_clean(aug.last_params)
+    queries = QuerySet(
+        views,
+        _ids("test", len(xte))[idx],
+        yte[idx].astype(np.int64),
+        clean,
+        name="street views of fashion-mnist test",
+    )
+    x_all = np.concatenate([xtr, xte])
+    ids_all = np.concatenate([_ids("train", len(xtr)), _ids("test", len(xte))])
+    y_all = np.concatenate([ytr, yte]).astype(np.int64)
+    if distractors is None:
+        gidx = np.arange(len(x_all))
+    else:
+        own = len(xtr) + idx
+        others = np.setdiff1d(np.arange(len(x_all)), own)
+        pick = np.random.default_rng([seed, 23]).choice(
+            len(others), size=min(distractors, len(others)), replace=False
+        )
+        gidx = np.sort(np.concatenate([own, others[pick]]))
+    gallery = Gallery(
+        _ArrayImages(x_all[gidx]), ids_all[gidx], y_all[gidx], name=f"fashion-mnist train+test ({len(gidx)})"
+    )
+    return queries, gallery
+
+
+def _subset(n: int, k: int | None, seed: int) -> np.ndarray:
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 17]).choice(n, size=k, replace=False))

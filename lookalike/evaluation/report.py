@@ -1,0 +1,121 @@
+"""Write an evaluation as Markdown + JSON, and a PNG of the top-k results with failures highlighted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lookalike.evaluation.protocol import EvalResult, Gallery, QuerySet
+
+
+def markdown_table(result: EvalResult) -> str:
+    """One row per (embedder, subset): instance R@K + mAP@R, then class R@1 + mAP@R."""
+    ks = result.ks
+    head = ["model", "subset", "queries"] + [f"R@{k}" for k in ks] + ["mAP@R", "class R@1", "class mAP@R"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, subsets in result.results.items():
+        for subset in ("clean", "full"):
+            if subset not in subsets:
+                continue
+            r = subsets[subset]
+            inst, cls = r.get("instance"), r.get("class")
+            n = result.n_clean if subset == "clean" else result.n_queries
+            cells = [f"`{name}`", subset, str(n)]
+            cells += [f"{inst[f'R@{k}']:.3f}" if inst else "–" for k in ks]
+            cells.append(f"{inst['mAP@R']:.3f}" if inst else "–")
+            cells.append(f"{cls['R@1']:.3f}" if cls else "–")
+            cells.append(f"{cls['mAP@R']:.3f}" if cls else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    result: EvalResult,
+    out_dir: str | Path,
+    queries: QuerySet,
+    gallery: Gallery,
+    *,
+    title: str = "Retrieval evaluation",
+    command: str = "",
+    n_examples: int = 8,
+    k: int = 5,
+    seed: int = 0,
+) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = result.protocol
+    paths = {
+        "json": out_dir / f"{stem}.json",
+        "md": out_dir / f"{stem}.md",
+        "png": out_dir / f"{stem}-topk.png",
+    }
+    payload = result.to_dict() | {"command": command, "queries": queries.name, "gallery": gallery.name}
+    paths["json"].write_text(json.dumps(payload, indent=2))
+    topk_png(result, queries, gallery, paths["png"], n_examples=n_examples, k=k, seed=seed)
+    md = [
+        f"# {title}",
+        "",
+        f"Protocol `{result.protocol}`: {result.n_queries} queries ({queries.name}; "
+        f"{result.n_clean} in the clean "
+        f"subset) against {result.n_gallery} gallery images ({gallery.name}).",
+        "",
+        markdown_table(result),
+        "",
+        "Instance level: the query's own product must be found; class level: any product of its category.",
+        "",
+        f"![top-{k} results]({paths['png'].name})",
+        "",
+        "Green: the query's own product; orange: same category; red: wrong category.",
+    ]
+    if command:
+        md += ["", f"Command: `{command}`"]
+    paths["md"].write_text("\n".join(md) + "\n")
+    return paths
+
+
+def topk_png(
+    result: EvalResult,
+    queries: QuerySet,
+    gallery: Gallery,
+    path: Path,
+    *,
+    n_examples: int = 8,
+    k: int = 5,
+    seed: int = 0,
+    tile: int = 64,
+) -> Path:
+    """For sampled queries: the query, then each embedder's top-k, bordered by correctness."""
+    names = list(result.neighbours)
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(len(queries), size=min(n_examples, len(queries)), replace=False))
+    label_w = 110
+    rows = len(picks) * len(names)
+    sheet = Image.new("RGB", (label_w + tile * (k + 1) + 8, rows * (tile + 4) + 4), "white")
+    draw = ImageDraw.Draw(sheet)
+    y = 4
+    for qi in picks:
+        q_img = queries.image(int(qi)).convert("RGB").resize((tile, tile))
+        for name in names:
+            draw.text((4, y + tile // 2 - 6), name[-16:], fill="black")
+            sheet.paste(q_img, (label_w, y))
+            for j, g in enumerate(result.neighbours[name][qi][:k]):
+                g_img = (
+                    gallery.images[int(g)]
+                    .convert("RGB")
+                    .resize((tile - 6, tile - 6), Image.Resampling.NEAREST)
+                )
+                if gallery.ids[g] == queries.ids[qi]:
+                    colour = (20, 170, 20)
+                elif queries.classes is not None and gallery.classes[g] == queries.classes[qi]:
+                    colour = (235, 150, 0)
+                else:
+                    colour = (220, 20, 20)
+                x = label_w + tile * (j + 1) + 8
+                draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=colour)
+                sheet.paste(g_img, (x + 3, y + 3))
+            y += tile + 4
+    sheet.save(path)
+    return path

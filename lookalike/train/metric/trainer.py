@@ -1,0 +1,497 @@
+"""``train_metric``: triplet training of a street-to-shop embedding, resumable and deterministic.
+
+Everything random is keyed by (seed, step): the identities of a batch, the street views rendered for
+it, the offline mining pool. The run directory holds ``state.pt`` (weights, optimiser, step, history,
+mined pairs), saved every ``checkpoint_every`` steps; restarting the same command resumes from it
+and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lookalike.errors import LookalikeError
+from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
+from lookalike.progress import progress_bar
+from lookalike.train.metric.augment import StreetViewAugment
+from lookalike.train.metric.model import build_model, preprocess_images
+from lookalike.train.metric.offline_miner import OfflineHardMiner
+from lookalike.train.metric.samplers import CrossDomainBatch, CrossDomainSampler
+
+ONLINE_MINERS = ("semihard", "hard", "random", "batchhard", "multisimilarity", "none")
+
+
+@dataclass
+class MetricRecipe:
+    """Every setting of a training run; stored in the checkpoint with the command line."""
+
+    backbone: str = "smallcnn"
+    widths: tuple[int, ...] = (32, 64, 128, 256)
+    input_size: int = 32
+    dim: int = 128
+    steps: int = 3000
+    identities_per_batch: int = 96
+    street_per_identity: int = 2
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    margin: float = 0.2
+    mining: str = "semihard"  # online miner, one of ONLINE_MINERS
+    cross_domain: bool = True  # shop anchors vs street positives/negatives (else: all mixed)
+    symmetric: bool = True  # also street anchors vs shop positives/negatives
+    offline_every: int = 0  # 0 = no offline mining
+    offline_pool: int = 4096
+    offline_kind: str = "hard"
+    offline_fraction: float = 0.5  # share of each batch's identities that come from mined pairs
+    class_weight: float = 0.0  # weight of an extra class-level triplet loss (needs class labels)
+    aug_size: tuple[int, int] = (32, 128)
+    curriculum: int = 0  # steps over which the street views ramp from easy to fully hard (0 = hard)
+    difficulty: float = 1.0  # final difficulty of the street views (0..1)
+    val_items: int = 1000
+    val_distractors: int = 4000
+    val_every: int = 500
+    checkpoint_every: int = 250
+    limit: int | None = None  # train on the first N items only
+    seed: int = 0
+    threads: int = 2
+    command: str = ""
+
+    def arch(self, in_channels: int = 1) -> dict:
+        return {
+            "backbone": self.backbone,
+            "widths": list(self.widths),
+            "in_channels": in_channels,
+            "dim": self.dim,
+            "hidden": 512,
+        }
+
+    def preprocess(self) -> dict:
+        return {"size": self.input_size, "channels": 1, "normalise": "per_image"}
+
+
+@dataclass
+class TrainData:
+    """Shop images (uint8 (N, H, W) grey array or list of PIL images) with their product identity
+    and (optionally) category labels; ``street_photos`` maps an item index to real customer photos,
+    used instead of synthetic street views when given."""
+
+    images: object
+    identity_labels: np.ndarray
+    class_labels: np.ndarray | None = None
+    street_photos: dict[int, list] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.identity_labels)
+
+
+def fashion_mnist_data(limit: int | None = None) -> TrainData:
+    from lookalike.datasets.fashion_mnist import load_split
+
+    images, labels = load_split("train")
+    n = len(images) if limit is None else min(limit, len(images))
+    return TrainData(images[:n], np.arange(n), labels[:n].astype(np.int64))
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    metrics: dict
+    history: list[dict]
+    curves: Path | None
+    seconds: float
+
+
+class _Trainer:
+    def __init__(self, data: TrainData, recipe: MetricRecipe, run_dir: Path):
+        self.data, self.r, self.run_dir = data, recipe, run_dir
+        self.pre = recipe.preprocess()
+        n = len(data)
+        # hold out validation identities (never trained on), chosen by the seed
+        perm = np.random.default_rng([recipe.seed, 99]).permutation(n)
+        n_val = min(recipe.val_items, n // 5)
+        self.val_items = np.sort(perm[:n_val])
+        self.train_items = np.sort(perm[n_val:])
+        self.val_gallery = np.sort(
+            np.concatenate([self.val_items, perm[n_val : n_val + recipe.val_distractors]])
+        )
+        self.sampler = CrossDomainSampler(
+            data.identity_labels[self.train_items],
+            recipe.identities_per_batch,
+            recipe.street_per_identity,
+            seed=recipe.seed,
+        )
+        self.offline = (
+            OfflineHardMiner(
+                recipe.offline_every, recipe.offline_pool, recipe.offline_kind, margin=recipe.margin
+            )
+            if recipe.offline_every > 0
+            else None
+        )
+        # sampler item position -> identity index (to build batches from mined pairs)
+        self.identity_of_item = np.full(len(self.train_items), -1, dtype=np.int64)
+        self.identity_of_item[self.sampler.identity_items] = np.arange(self.sampler.n_identities)
+        self._build_losses()
+
+    # -- data -------------------------------------------------------------------------------
+    def image(self, item: int):
+        return self.data.images[int(item)]
+
+    def shop_tensor(self, items: np.ndarray) -> torch.Tensor:
+        return preprocess_images([self.image(i) for i in items], self.pre)
+
+    def difficulty(self, step: int) -> float:
+        r = self.r
+        if r.curriculum <= 0 or step >= r.curriculum:
+            return r.difficulty
+        return r.difficulty * (0.2 + 0.8 * step / r.curriculum)
+
+    def street_tensor(self, items: np.ndarray, key: tuple, difficulty: float | None = None) -> torch.Tensor:
+        aug = StreetViewAugment(
+            size=tuple(self.r.aug_size), difficulty=self.r.difficulty if difficulty is None else difficulty
+        )
+        views = []
+        for j, item in enumerate(items):
+            rng = np.random.default_rng([self.r.seed, *key, j])
+            photos = self.data.street_photos.get(int(item))
+            if photos and rng.random() < 0.5:
+                views.append(photos[int(rng.integers(len(photos)))])
+            else:
+                views.append(aug(self.image(item), rng))
+        return preprocess_images(views, self.pre)
+
+    def render(self, step: int, batch: CrossDomainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.shop_tensor(batch.shop), self.street_tensor(
+            batch.street, (step, 1), self.difficulty(step)
+        )
+
+    # -- losses -----------------------------------------------------------------------------
+    def _build_losses(self) -> None:
+        from pytorch_metric_learning import distances, losses, miners
+
+        r = self.r
+        if r.mining not in ONLINE_MINERS:
+            raise LookalikeError(f"unknown mining {r.mining!r} (choose from {', '.join(ONLINE_MINERS)})")
+        dist = distances.LpDistance(power=2, normalize_embeddings=True)
+        self.loss_fn = losses.TripletMarginLoss(margin=r.margin, distance=dist)
+        self.miner = {
+            "semihard": lambda: miners.TripletMarginMiner(
+                margin=r.margin, distance=dist, type_of_triplets="semihard"
+            ),
+            "hard": lambda: miners.TripletMarginMiner(
+                margin=r.margin, distance=dist, type_of_triplets="hard"
+            ),
+            "batchhard": lambda: miners.BatchHardMiner(distance=dist),
+            "multisimilarity": lambda: miners.MultiSimilarityMiner(epsilon=0.1),
+            "random": lambda: None,
+            "none": lambda: None,
+        }[r.mining]()
+        self.class_miner = miners.TripletMarginMiner(
+            margin=r.margin, distance=dist, type_of_triplets="semihard"
+        )
+
+    def _mine(self, emb, labels, ref=None, ref_labels=None):
+        from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+        if self.r.mining == "random":
+            return lmu.get_random_triplet_indices(labels, ref_labels=ref_labels, t_per_anchor=1)
+        if self.miner is None:
+            return None
+        return self.miner(emb, labels, ref, ref_labels)
+
+    def loss(self, shop_emb, street_emb, batch: CrossDomainBatch, mined_pairs: np.ndarray | None):
+        r = self.r
+        sl = torch.as_tensor(batch.shop_labels)
+        tl = torch.as_tensor(batch.street_labels)
+        explicit = self._explicit_triplets(batch, mined_pairs)
+        if r.cross_domain:
+            idx = self._merge(self._mine(shop_emb, sl, street_emb, tl), explicit)
+            loss = self._triplet(shop_emb, sl, idx, street_emb, tl)
+            if r.symmetric:
+                idx2 = self._mine(street_emb, tl, shop_emb, sl)
+                loss = (loss + self._triplet(street_emb, tl, idx2, shop_emb, sl)) / 2
+        else:
+            emb = torch.cat([shop_emb, street_emb])
+            lab = torch.cat([sl, tl])
+            if explicit is not None:  # street rows come after the shop rows
+                a, p, n = explicit
+                explicit = (a, p + len(sl), n + len(sl))
+            idx = self._merge(self._mine(emb, lab), explicit)
+            loss = self._triplet(emb, lab, idx)
+        if r.class_weight > 0 and self.data.class_labels is not None:
+            emb = torch.cat([shop_emb, street_emb])
+            cl = torch.as_tensor(self.data.class_labels[np.concatenate([batch.shop, batch.street])])
+            loss = loss + r.class_weight * self.loss_fn(emb, cl, self.class_miner(emb, cl))
+        return loss
+
+    def _triplet(self, emb, labels, idx, ref=None, ref_labels=None):
+        if idx is not None and len(idx[0]) == 0:
+            return emb.sum() * 0.0
+        return self.loss_fn(emb, labels, idx, ref, ref_labels)
+
+    @staticmethod
+    def _merge(a, b):
+        if a is None or b is None:
+            return a if b is None else b
+        return tuple(torch.cat([x, y]) for x, y in zip(a, b, strict=True))
+
+    def _explicit_triplets(self, batch: CrossDomainBatch, mined_pairs: np.ndarray | None):
+        """The offline-mined (anchor, negative) pairs present in this batch, as index triplets:
+        anchor = row in the shop block, positive/negative = rows in the street block."""
+        if mined_pairs is None or len(mined_pairs) == 0:
+            return None
+        row = {int(item): i for i, item in enumerate(batch.shop)}
+        k = self.r.street_per_identity
+        a, p, n = [], [], []
+        for anchor, neg in mined_pairs:
+            ia, ineg = row.get(int(anchor)), row.get(int(neg))
+            if ia is None or ineg is None:
+                continue
+            a.append(ia)
+            p.append(ia * k)
+            n.append(ineg * k)
+        if not a:
+            return None
+        return torch.tensor(a), torch.tensor(p), torch.tensor(n)
+
+    # -- offline mining ----------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, model, x: torch.Tensor, bs: int = 1024) -> np.ndarray:
+        model.eval()
+        out = np.concatenate([model(x[s : s + bs]).numpy() for s in range(0, len(x), bs)])
+        model.train()
+        return out
+
+    def mine_offline(self, model, step: int) -> np.ndarray:
+        """(n, 2) array of (anchor item, hard-negative item), both training items."""
+        rng = np.random.default_rng([self.r.seed, step, 3])
+        ids = rng.choice(
+            self.sampler.n_identities,
+            size=min(self.offline.pool_size, self.sampler.n_identities),
+            replace=False,
+        )
+        items = self.sampler.identity_items[ids]
+        train_items = self.train_items[items]
+        shop = self.embed(model, self.shop_tensor(train_items))
+        street = self.embed(model, self.street_tensor(train_items, (step, 2), self.difficulty(step)))
+        pairs = self.offline.mine(shop, street, rng)
+        return items[pairs]  # positions in the sampler's item list
+
+    def batch_for(self, step: int, mined: np.ndarray | None) -> tuple[CrossDomainBatch, np.ndarray | None]:
+        base = self.sampler.batch(step)
+        if mined is None or len(mined) == 0:
+            batch = base
+            pairs_in = None
+        else:
+            rng = np.random.default_rng([self.r.seed, step, 5])
+            n_pairs = max(1, int(self.sampler.p * self.r.offline_fraction) // 2)
+            chosen = mined[rng.choice(len(mined), size=min(n_pairs, len(mined)), replace=False)]
+            items = list(dict.fromkeys([int(x) for x in chosen.reshape(-1)]))
+            for it in base.identities:
+                if len(items) >= self.sampler.p:
+                    break
+                if int(it) not in items:
+                    items.append(int(it))
+            batch = self.sampler.batch(step, identities=self.identity_of_item[np.array(items)])
+            pairs_in = chosen
+        # map sampler positions to dataset item indices
+        t = self.train_items
+        batch = CrossDomainBatch(
+            t[batch.identities], t[batch.shop], t[batch.street], batch.shop_labels, batch.street_labels
+        )
+        if pairs_in is not None:
+            pairs_in = t[pairs_in]
+        return batch, pairs_in
+
+    # -- validation --------------------------------------------------------------------------
+    def validate(self, model) -> dict:
+        if not hasattr(self, "_val_q"):
+            self._val_q = self.street_tensor(self.val_items, (10**9, 0), 1.0)
+            self._val_g = self.shop_tensor(self.val_gallery)
+        q = self.embed(model, self._val_q)
+        g = self.embed(model, self._val_g)
+        nn_idx = nearest_neighbours(q, g, 10)
+        ranked = self.val_gallery[nn_idx]
+        out = {f"val_{k}": v for k, v in recall_at_k(ranked, self.val_items, (1, 10)).items()}
+        if self.data.class_labels is not None:
+            cl = self.data.class_labels
+            out["val_class_R@1"] = recall_at_k(cl[ranked], cl[self.val_items], (1,))["R@1"]
+        return out
+
+
+def _lr(r: MetricRecipe, step: int) -> float:
+    if step < r.warmup:
+        return r.lr * (step + 1) / r.warmup
+    t = (step - r.warmup) / max(1, r.steps - r.warmup)
+    return r.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def train_metric(
+    data: TrainData | None = None,
+    recipe: MetricRecipe | None = None,
+    *,
+    run_dir: str | Path = "runs/metric",
+    out: str | Path | None = None,
+    stop_after: int | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train an embedding and write ``out`` (default ``run_dir/model.pt``), a lookalike checkpoint.
+
+    Re-running with the same ``run_dir`` resumes from ``run_dir/state.pt``. ``stop_after`` stops
+    (after saving state) once that step is reached, which simulates an interruption.
+    """
+    from lookalike.checkpoint import save_checkpoint
+
+    r = recipe or MetricRecipe()
+    data = data or fashion_mnist_data(r.limit)
+    if r.limit is not None and len(data) > r.limit:
+        data = TrainData(
+            data.images[: r.limit],
+            data.identity_labels[: r.limit],
+            None if data.class_labels is None else data.class_labels[: r.limit],
+            data.street_photos,
+        )
+    if len(data) < 10:
+        raise LookalikeError(f"need at least 10 training items, got {len(data)}")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = Path(out) if out else run_dir / "model.pt"
+    torch.set_num_threads(r.threads)
+    torch.manual_seed(r.seed)
+    t0 = time.time()
+
+    tr = _Trainer(data, r, run_dir)
+    model = build_model(r.arch())
+    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    step, history, mined = 0, [], None
+    elapsed_before = 0.0
+    state_path = run_dir / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["recipe"] != json.loads(json.dumps(asdict(r) | {"command": ""}, default=list)):
+            raise LookalikeError(f"{state_path} belongs to a run with another recipe; use a new --run-dir")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, history = state["step"], json.loads(state["history"])
+        mined = state["mined"].numpy() if state.get("mined") is not None else None
+        elapsed_before = state.get("elapsed", 0.0)
+
+    def save_state() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "recipe": json.loads(json.dumps(asdict(r) | {"command": ""}, default=list)),
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "history": json.dumps(history),
+                "mined": None if mined is None else torch.as_tensor(mined),
+                "elapsed": elapsed_before + time.time() - t0,
+            },
+            tmp,
+        )
+        tmp.replace(state_path)
+
+    model.train()
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending = None
+    last_val: dict = {}
+    if step == 0 and not history:  # the untrained start, for the curves
+        last_val = tr.validate(model)
+        history.append({"step": 0, **last_val})
+        if log:
+            log("step 0 " + " ".join(f"{k.removeprefix('val_')}={v:.3f}" for k, v in last_val.items()))
+    with progress_bar("training (metric)", total=r.steps, enabled=progress is not False) as advance:
+        advance(step)
+        while step < r.steps:
+            if tr.offline is not None and tr.offline.due(step):
+                mined = tr.mine_offline(model, step)
+                pending = None
+            batch, pairs = tr.batch_for(step, mined)
+            if pending is not None and pending[0] == step:
+                shop_x, street_x = pending[1].result()
+            else:
+                shop_x, street_x = tr.render(step, batch)
+            nxt = step + 1
+            if nxt < r.steps and not (tr.offline is not None and tr.offline.due(nxt)):
+                nb, _ = tr.batch_for(nxt, mined)
+                pending = (nxt, pool.submit(tr.render, nxt, nb))
+            for g in opt.param_groups:
+                g["lr"] = _lr(r, step)
+            emb = model(torch.cat([shop_x, street_x]))
+            loss = tr.loss(emb[: len(shop_x)], emb[len(shop_x) :], batch, pairs)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            entry = {"step": step, "loss": float(loss.item()), "lr": _lr(r, step - 1)}
+            if step % r.val_every == 0 or step == r.steps:
+                last_val = tr.validate(model)
+                entry.update(last_val)
+                if log:
+                    shown = " ".join(f"{k.removeprefix('val_')}={v:.3f}" for k, v in last_val.items())
+                    log(f"step {step}/{r.steps} loss {entry['loss']:.4f} {shown} ({time.time() - t0:.0f}s)")
+            history.append(entry)
+            advance(1, loss=entry["loss"], **{k.removeprefix("val_"): v for k, v in last_val.items()})
+            if step % r.checkpoint_every == 0 or step == r.steps:
+                save_state()
+            if stop_after is not None and step >= stop_after and step < r.steps:
+                save_state()
+                pool.shutdown(wait=True)
+                return TrainResult(state_path, last_val, history, None, elapsed_before + time.time() - t0)
+    pool.shutdown(wait=True)
+    seconds = elapsed_before + time.time() - t0
+    metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
+    metrics["train_seconds"] = round(seconds, 1)
+    save_checkpoint(
+        out,
+        kind="metric",
+        state_dict=model.state_dict(),
+        arch=r.arch(),
+        preprocess=r.preprocess(),
+        recipe=json.loads(json.dumps(asdict(r), default=list)),
+        metrics=metrics,
+    )
+    curves = save_curves(history, run_dir / "curves.png")
+    (run_dir / "history.json").write_text(json.dumps(history))
+    return TrainResult(out, metrics, history, curves, seconds)
+
+
+def save_curves(history: list[dict], path: Path) -> Path:
+    """Loss (smoothed) and validation Recall@K against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([h["step"] for h in history if "loss" in h])
+    loss = np.array([h["loss"] for h in history if "loss" in h])
+    w = max(1, len(loss) // 50)
+    smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a1.plot(steps[: len(smooth)] + w - 1, smooth)
+    a1.set_xlabel("step")
+    a1.set_ylabel("triplet loss")
+    a1.set_title("training loss")
+    for key in ("val_R@1", "val_R@10", "val_class_R@1"):
+        pts = sorted((h["step"], h[key]) for h in history if key in h)
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            a2.plot(xs, ys, marker="o", label=key.removeprefix("val_"))
+    a2.set_xlabel("step")
+    a2.set_ylim(0, 1)
+    a2.set_title("validation (street -> shop)")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
