@@ -146,3 +146,18 @@ def test_private_url_is_refused_on_the_page(page):
     page.wait_for_selector("#error:not([hidden])")
     shot(page, "05-url-refused")
     assert "not allowed" in page.inner_text("#error") and "loopback" in page.inner_text("#error")
+
+
+def test_api_docs_render_with_examples(browser, server):
+    pytest.importorskip("swagger_ui", reason="offline /docs needs the swagger-ui-py package")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    external: list[str] = []
+    page.on("request", lambda req: None if req.url.startswith(server) else external.append(req.url))
+    page.goto(server + "/docs")
+    page.wait_for_selector(".opblock-summary-path[data-path='/v1/search']")
+    page.click(".opblock-summary-path[data-path='/v1/search']")
+    page.wait_for_selector("text=application/json")
+    shot(page, "06-api-docs")
+    assert [u for u in external if not u.startswith("data:")] == []  # works offline
+    context.close()

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from lookalike import __version__
@@ -56,6 +57,39 @@ def check_settings(settings: Settings) -> None:
             )
 
 
+def _local_swagger_assets() -> Path | None:
+    """Swagger UI's files from the optional ``swagger-ui-py`` package, so /docs works offline."""
+    try:
+        import swagger_ui
+    except ImportError:
+        return None
+    static = Path(swagger_ui.__file__).resolve().parent / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() else None
+
+
+def _install_docs(app: FastAPI) -> None:
+    assets = _local_swagger_assets()
+    if assets is None:  # FastAPI's default page (Swagger UI from a CDN)
+        app.add_api_route(
+            "/docs",
+            lambda: get_swagger_ui_html(openapi_url="/openapi.json", title="lookalike API"),
+            include_in_schema=False,
+        )
+        return
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="lookalike API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    app.add_api_route("/docs", docs, include_in_schema=False)
+
+
 def create_app(
     settings: Settings | None = None,
     db: str | Path | Catalog | None = None,
@@ -87,12 +121,15 @@ def create_app(
         description=DESCRIPTION,
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     install_error_handlers(app)
     for router in all_routers():
         app.include_router(router)
 
+    _install_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -37,16 +37,50 @@ from lookalike.images import load_image
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read_key)])
 
 ERRORS = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in [
-        (400, "Broken or unreadable image, bad URL (SSRF guard), malformed form"),
-        (401, "API key missing (when reads are protected)"),
-        (404, "Unknown product"),
-        (413, "Upload or image too large (bytes or pixels)"),
-        (415, "Wrong Content-Type, or an image format that is not supported"),
-        (422, "Invalid parameters (k, filters, ids)"),
-        (429, "Too many searches running or queued"),
-        (503, "Timed out, or the model/database is unavailable"),
+    status: {
+        "model": ErrorResponse,
+        "description": text,
+        "content": {"application/json": {"example": {"error": {"code": code, "message": message}}}},
+    }
+    for status, text, code, message in [
+        (
+            400,
+            "Broken or unreadable image, refused URL (SSRF guard), malformed form",
+            "bad_image",
+            "photo.jpg: truncated image file (OSError: image file is truncated)",
+        ),
+        (401, "API key missing", "missing_api_key", "this endpoint needs the X-API-Key header"),
+        (404, "Unknown product or image", "not_found", "product 'sku-123' not found"),
+        (
+            413,
+            "Upload or image too large (bytes or pixels)",
+            "too_large",
+            "request body of 31457280 bytes is over the 14045525-byte limit",
+        ),
+        (
+            415,
+            "Wrong Content-Type, or an image format that is not supported",
+            "unsupported_media_type",
+            "POST /v1/search takes multipart/form-data or application/json or image/*, not text/plain",
+        ),
+        (
+            422,
+            "Invalid parameters (k, filters, ids)",
+            "invalid_request",
+            "k: Input should be less than or equal to 100",
+        ),
+        (
+            429,
+            "Too many searches running or queued",
+            "too_many_requests",
+            "the server is busy (64 searches running or queued); retry shortly",
+        ),
+        (
+            503,
+            "Timed out, or the model/database is unavailable",
+            "timeout",
+            "the request took longer than 30 s; try again or use a smaller image",
+        ),
     ]
 }
 
