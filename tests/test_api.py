@@ -376,6 +376,21 @@ def test_put_multipart_uploads_and_urls(make_client, fmnist_test):
         )
     assert r.status_code == 201, r.text
     p = r.json()
+    bad = client.put(
+        "/v1/products/sku-multi",
+        files=[("images", ("f.png", up, "image/png"))],
+        data={"attributes": '{"nested": {"a": 1}}'},
+    )
+    assert_error(bad, 422, "invalid_request")
+    assert_error(
+        client.put(
+            "/v1/products/sku-multi",
+            files=[("images", ("f.png", up, "image/png"))],
+            data={"attributes": "[1, 2]"},
+        ),
+        422,
+        "invalid_request",
+    )
     assert p["title"] == "Multi" and p["attributes"] == {"colour": "red"} and len(p["image_ids"]) == 2
     r = upload(client, remote, k="1", filter="colour=red")
     assert r.json()["results"][0]["product_id"] == "sku-multi"

@@ -127,4 +127,7 @@ def form_json_object(form: FormData, name: str) -> dict:
         raise InvalidRequest(f"form field {name!r} is not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"form field {name!r} must be a JSON object")
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool):
+            raise InvalidRequest(f"form field {name!r}: value of {key!r} must be a string, number or boolean")
     return value
