@@ -89,7 +89,9 @@ def card_ids(page) -> list[str]:
 def test_upload_a_photo_of_a_catalog_item_finds_it(page, tmp_path, fmnist_test):
     photo = tmp_path / "my-photo.jpg"
     photo.write_bytes(photo_bytes(fmnist_test[0][17], "JPEG", size=240))
-    page.set_input_files("#file-input", str(photo))
+    with page.expect_file_chooser() as chooser:
+        page.click("#choose-button")
+    chooser.value.set_files(str(photo))
     page.wait_for_selector(".card")
     shot(page, "01-upload-results")
     ids = card_ids(page)
@@ -140,6 +142,25 @@ def test_broken_file_shows_the_reason(page, tmp_path):
     assert card_ids(page) == []
 
 
+def test_phone_layout_has_the_camera_input(browser, server, tmp_path, fmnist_test):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(server + "/")
+    camera = page.locator("#camera-input")
+    assert camera.get_attribute("capture") == "environment" and camera.get_attribute("accept") == "image/*"
+    photo = tmp_path / "camera.jpg"
+    photo.write_bytes(photo_bytes(fmnist_test[0][30], "JPEG", size=300))
+    with page.expect_file_chooser() as chooser:
+        page.tap("#camera-button")
+    chooser.value.set_files(str(photo))
+    page.wait_for_selector(".card")
+    page.wait_for_timeout(400)  # the page scrolls the grid into view
+    shot(page, "06-phone-camera")
+    assert card_ids(page)[0] == "fmnist-test-30"
+    assert page.locator("#results-title").bounding_box()["y"] < 844  # the grid is on screen
+    context.close()
+
+
 def test_private_url_is_refused_on_the_page(page):
     page.fill("#url-input", "http://127.0.0.1:8000/secret.png")
     page.click("#url-form button")
@@ -158,6 +179,6 @@ def test_api_docs_render_with_examples(browser, server):
     page.wait_for_selector(".opblock-summary-path[data-path='/v1/search']")
     page.click(".opblock-summary-path[data-path='/v1/search']")
     page.wait_for_selector("text=application/json")
-    shot(page, "06-api-docs")
+    shot(page, "07-api-docs")
     assert [u for u in external if not u.startswith("data:")] == []  # works offline
     context.close()

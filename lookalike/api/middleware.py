@@ -115,10 +115,11 @@ class TimeoutMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """nosniff everywhere; the web page may load only its own scripts, styles and images."""
+    """nosniff everywhere; the web page may load only its own scripts and styles (images may come
+    from anywhere: the preview of a pasted image URL is loaded by the browser itself)."""
 
     CSP = (
-        b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        b"default-src 'self'; img-src 'self' data: blob: https: http:; style-src 'self'; script-src 'self'; "
         b"connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
     )
 

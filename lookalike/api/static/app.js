@@ -164,6 +164,9 @@ function render(doc) {
   els.sub.textContent = `${hits.length} result${hits.length === 1 ? "" : "s"}${cat} · model ${doc.model}`;
   els.results.replaceChildren(...hits.map(card));
   els.results.dataset.query = doc.query;
+  if (window.matchMedia("(max-width: 860px)").matches) {
+    els.title.scrollIntoView({ behavior: "smooth", block: "start" }); // on phones the grid is below the form
+  }
 }
 
 function card(hit, i) {
@@ -249,10 +252,12 @@ function searchUrl(url) {
 function searchProduct(hit) {
   setPreview(hit.thumbnail_url, `${hit.title || hit.product_id}`);
   lastQuery = { kind: "product", id: hit.product_id, title: hit.title };
-  window.scrollTo({ top: 0, behavior: "smooth" });
+  if (!window.matchMedia("(max-width: 860px)").matches) window.scrollTo({ top: 0, behavior: "smooth" });
   runSearch();
 }
 
+$("choose-button").addEventListener("click", () => els.file.click());
+$("camera-button").addEventListener("click", () => els.camera.click());
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 els.camera.addEventListener("change", () => { searchFile(els.camera.files[0]); els.camera.value = ""; });
 els.urlForm.addEventListener("submit", (e) => { e.preventDefault(); searchUrl(els.url.value); });
