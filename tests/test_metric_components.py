@@ -46,7 +46,7 @@ def test_loss_wiring_matches_pytorch_metric_learning_and_hand_computation(tmp_pa
     torch.manual_seed(0)
     shop = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
     street = torch.nn.functional.normalize(torch.randn(12, 8), dim=1)
-    recipe = MetricRecipe(mining="none", symmetric=False, street_per_identity=2, margin=0.3)
+    recipe = MetricRecipe(mining="all", symmetric=False, street_per_identity=2, margin=0.3)
     tr = _Trainer(_tiny_data(), recipe, tmp_path)
     batch = tr.sampler.batch(0, identities=np.arange(6))
     sl, tl = torch.as_tensor(batch.shop_labels), torch.as_tensor(batch.street_labels)
@@ -68,6 +68,24 @@ def test_loss_wiring_matches_pytorch_metric_learning_and_hand_computation(tmp_pa
         + loss_fn(street, tl, miner(street, tl, shop, sl), shop, sl)
     ) / 2
     assert float(ours) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_offline_mined_triplets_enter_the_loss(tmp_path):
+    torch.manual_seed(1)
+    shop = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    street = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    recipe = MetricRecipe(mining="none", symmetric=False, street_per_identity=1, offline_every=5, margin=0.5)
+    tr = _Trainer(_tiny_data(), recipe, tmp_path)
+    batch = tr.sampler.batch(0, identities=np.arange(6))
+    pairs = np.array([[batch.shop[0], batch.shop[3]], [batch.shop[4], batch.shop[1]]])
+    by_hand = []
+    for a, n in ((0, 3), (4, 1)):
+        d_ap = float(((shop[a] - street[a]) ** 2).sum())
+        d_an = float(((shop[a] - street[n]) ** 2).sum())
+        by_hand.append(max(0.0, d_ap - d_an + 0.5))
+    nonzero = [v for v in by_hand if v > 0]
+    assert float(tr.loss(shop, street, batch, pairs)) == pytest.approx(sum(nonzero) / len(nonzero), rel=1e-5)
+    assert float(tr.loss(shop, street, batch, None)) == 0.0  # no online triplets with mining="none"
 
 
 def test_cross_domain_sampler_gives_shop_anchors_and_street_positives_and_negatives():

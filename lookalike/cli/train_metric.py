@@ -65,6 +65,10 @@ def train_metric_cmd(
     aug_size: Annotated[
         str, typer.Option(help="Street view size range (min,max) in pixels while training.")
     ] = ("32,128"),
+    curriculum: Annotated[
+        int, typer.Option(min=0, help="Steps over which street views ramp from easy to full difficulty.")
+    ] = 0,
+    difficulty: Annotated[float, typer.Option(min=0.0, max=1.0, help="Final street-view difficulty.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1)] = 500,
     limit: Annotated[int | None, typer.Option(help="Train on the first N items only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
@@ -94,6 +98,8 @@ def train_metric_cmd(
         offline_kind=offline_kind,
         class_weight=class_weight,
         aug_size=size,
+        curriculum=curriculum,
+        difficulty=difficulty,
         val_every=val_every,
         limit=limit,
         threads=threads,

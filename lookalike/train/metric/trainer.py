@@ -27,7 +27,8 @@ from lookalike.train.metric.model import build_model, preprocess_images
 from lookalike.train.metric.offline_miner import OfflineHardMiner
 from lookalike.train.metric.samplers import CrossDomainBatch, CrossDomainSampler
 
-ONLINE_MINERS = ("semihard", "hard", "random", "batchhard", "multisimilarity", "none")
+#: online miners; "all" = every triplet in the batch, "none" = offline-mined triplets only
+ONLINE_MINERS = ("semihard", "hard", "random", "batchhard", "multisimilarity", "all", "none")
 
 
 @dataclass
@@ -192,38 +193,53 @@ class _Trainer:
             "batchhard": lambda: miners.BatchHardMiner(distance=dist),
             "multisimilarity": lambda: miners.MultiSimilarityMiner(epsilon=0.1),
             "random": lambda: None,
+            "all": lambda: None,
             "none": lambda: None,
         }[r.mining]()
+        if r.mining == "none" and r.offline_every <= 0:
+            raise LookalikeError("mining 'none' trains on offline-mined triplets only: set offline_every > 0")
         self.class_miner = miners.TripletMarginMiner(
             margin=r.margin, distance=dist, type_of_triplets="semihard"
         )
 
     def _mine(self, emb, labels, ref=None, ref_labels=None):
+        """Online triplets (anchor rows in ``emb``, positive/negative rows in ``ref`` or ``emb``)."""
         from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-        if self.r.mining == "random":
+        mining = self.r.mining
+        if mining == "random":
             return lmu.get_random_triplet_indices(labels, ref_labels=ref_labels, t_per_anchor=1)
-        if self.miner is None:
-            return None
-        return self.miner(emb, labels, ref, ref_labels)
+        if mining == "all":
+            return lmu.get_all_triplets_indices(labels, ref_labels)
+        if mining == "none":  # offline-mined triplets only
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty, empty
+        idx = self.miner(emb, labels, ref, ref_labels)
+        if len(idx) == 4:  # pair miners (MultiSimilarity): turn their pairs into triplets
+            idx = lmu.convert_to_triplets(idx, labels, ref_labels)
+        return idx
 
     def loss(self, shop_emb, street_emb, batch: CrossDomainBatch, mined_pairs: np.ndarray | None):
+        """Triplet loss of one batch: online-mined triplets plus the offline-mined ones in it."""
         r = self.r
         sl = torch.as_tensor(batch.shop_labels)
         tl = torch.as_tensor(batch.street_labels)
-        explicit = self._explicit_triplets(batch, mined_pairs)
+        pairs = self._mined_rows(batch, mined_pairs)  # (anchor row, negative row) in the shop block
+        k = r.street_per_identity
         if r.cross_domain:
+            # shop anchors; street positives and negatives
+            explicit = None if pairs is None else (pairs[0], pairs[0] * k, pairs[1] * k)
             idx = self._merge(self._mine(shop_emb, sl, street_emb, tl), explicit)
             loss = self._triplet(shop_emb, sl, idx, street_emb, tl)
-            if r.symmetric:
-                idx2 = self._mine(street_emb, tl, shop_emb, sl)
+            if r.symmetric:  # street anchors; shop positives and negatives
+                explicit = None if pairs is None else (pairs[0] * k, pairs[0], pairs[1])
+                idx2 = self._merge(self._mine(street_emb, tl, shop_emb, sl), explicit)
                 loss = (loss + self._triplet(street_emb, tl, idx2, shop_emb, sl)) / 2
         else:
             emb = torch.cat([shop_emb, street_emb])
             lab = torch.cat([sl, tl])
-            if explicit is not None:  # street rows come after the shop rows
-                a, p, n = explicit
-                explicit = (a, p + len(sl), n + len(sl))
+            n = len(sl)  # street rows come after the shop rows
+            explicit = None if pairs is None else (pairs[0], n + pairs[0] * k, n + pairs[1] * k)
             idx = self._merge(self._mine(emb, lab), explicit)
             loss = self._triplet(emb, lab, idx)
         if r.class_weight > 0 and self.data.class_labels is not None:
@@ -233,34 +249,31 @@ class _Trainer:
         return loss
 
     def _triplet(self, emb, labels, idx, ref=None, ref_labels=None):
-        if idx is not None and len(idx[0]) == 0:
+        if len(idx[0]) == 0:
             return emb.sum() * 0.0
         return self.loss_fn(emb, labels, idx, ref, ref_labels)
 
     @staticmethod
-    def _merge(a, b):
-        if a is None or b is None:
-            return a if b is None else b
-        return tuple(torch.cat([x, y]) for x, y in zip(a, b, strict=True))
+    def _merge(online, explicit):
+        if explicit is None:
+            return online
+        return tuple(torch.cat([x, y]) for x, y in zip(online, explicit, strict=True))
 
-    def _explicit_triplets(self, batch: CrossDomainBatch, mined_pairs: np.ndarray | None):
-        """The offline-mined (anchor, negative) pairs present in this batch, as index triplets:
-        anchor = row in the shop block, positive/negative = rows in the street block."""
+    @staticmethod
+    def _mined_rows(batch: CrossDomainBatch, mined_pairs: np.ndarray | None):
+        """The offline-mined (anchor, negative) pairs present in this batch, as rows of the shop block."""
         if mined_pairs is None or len(mined_pairs) == 0:
             return None
         row = {int(item): i for i, item in enumerate(batch.shop)}
-        k = self.r.street_per_identity
-        a, p, n = [], [], []
+        a, n = [], []
         for anchor, neg in mined_pairs:
             ia, ineg = row.get(int(anchor)), row.get(int(neg))
-            if ia is None or ineg is None:
-                continue
-            a.append(ia)
-            p.append(ia * k)
-            n.append(ineg * k)
+            if ia is not None and ineg is not None:
+                a.append(ia)
+                n.append(ineg)
         if not a:
             return None
-        return torch.tensor(a), torch.tensor(p), torch.tensor(n)
+        return torch.tensor(a), torch.tensor(n)
 
     # -- offline mining ----------------------------------------------------------------------
     @torch.no_grad()

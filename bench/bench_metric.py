@@ -1,0 +1,171 @@
+"""Benchmark street-to-shop retrieval on Fashion-MNIST: pixels against trained metric models.
+
+    .venv/bin/python bench/bench_metric.py --models pixels,default --out runs/bench_metric
+
+Tables:
+* class level: the 10k clean test images as queries against the 60k train gallery (R@1, mAP@R);
+* street-to-shop: street views of the 10k test items against all 70k shop images (train + test):
+  instance R@1/5/10/20 and mAP@R, class-level R@1, for the clean subset and the full set.
+
+``--ablation`` instead trains short runs that differ in one setting (semi-hard / hard / random
+triplets, online / offline mining, cross-domain / mixed sampling) and scores each on street-to-shop;
+see ABLATIONS below. Results: OUT/results.json and OUT/results.md (plus per-protocol reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lookalike.evaluation import evaluate
+from lookalike.evaluation.datasets import class_level, street_to_shop
+from lookalike.evaluation.report import markdown_table, write_report
+
+#: name -> settings that differ from the ablation base recipe
+ABLATIONS = {
+    "semihard-online-xdomain": {},
+    "hard-online-xdomain": {"mining": "hard"},
+    "random-triplets-xdomain": {"mining": "random"},
+    "offline-hard-xdomain": {"mining": "none", "offline_every": 100, "offline_fraction": 1.0},
+    "offline+semihard-xdomain": {"offline_every": 100, "offline_fraction": 0.5},
+    "semihard-online-mixed": {"cross_domain": False, "symmetric": False},
+}
+ABLATION_BASE = dict(
+    widths=(16, 32, 64, 128),
+    identities_per_batch=64,
+    street_per_identity=1,
+    class_weight=0.0,
+    val_every=10_000,
+    val_items=500,
+    val_distractors=1000,
+    offline_pool=2048,
+)
+
+
+def machine() -> str:
+    return os.environ.get("LOOKALIKE_BENCH_MACHINE", f"{os.cpu_count()}-core {platform.machine()} VM, no GPU")
+
+
+def run_protocols(
+    models: list[str], queries: int | None, out: Path, seed: int, command: str, distractors: int | None = None
+) -> dict:
+    doc: dict = {}
+    for name, build in (("class-level", class_level), ("street-to-shop", street_to_shop)):
+        t0 = time.time()
+        q, g = build(queries, seed, distractors)
+        res = evaluate(models, q, g, protocol=name)
+        write_report(res, out, q, g, title=f"{name} evaluation", command=command, seed=seed)
+        doc[name] = res.to_dict() | {"wall_seconds": round(time.time() - t0, 1)}
+        print(f"\n## {name} ({len(q)} queries vs {len(g)} gallery, {time.time() - t0:.0f} s)\n")
+        print(markdown_table(res), flush=True)
+    return doc
+
+
+def run_ablation(
+    steps: int,
+    queries: int,
+    out: Path,
+    seed: int,
+    threads: int,
+    only: list[str] | None,
+    distractors: int | None = None,
+) -> dict:
+    from lookalike.train.metric import MetricRecipe, train_metric
+
+    doc: dict = {}
+    q, g = street_to_shop(queries, seed, distractors)
+    for name, change in ABLATIONS.items():
+        if only and name not in only:
+            continue
+        recipe = MetricRecipe(**(ABLATION_BASE | change), steps=steps, seed=seed, threads=threads)
+        recipe.curriculum = steps // 2
+        t0 = time.time()
+        run_dir = out / name
+        ckpt = run_dir / "model.pt"
+        if not ckpt.exists():
+            train_metric(recipe=recipe, run_dir=run_dir, out=ckpt, progress=False)
+        train_s = time.time() - t0
+        res = evaluate([f"trained:{ckpt}"], q, g, protocol="street-to-shop")
+        r = next(iter(res.results.values()))
+        doc[name] = {"change": change, "train_seconds": round(train_s, 1), "results": r}
+        full = r["full"]
+        print(
+            f"{name}: R@1 {full['instance']['R@1']:.3f} R@20 {full['instance']['R@20']:.3f} "
+            f"class R@1 {full['class']['R@1']:.3f} ({train_s:.0f} s training)",
+            flush=True,
+        )
+    return doc
+
+
+def ablation_table(doc: dict) -> str:
+    lines = [
+        "| variant | change | R@1 | R@5 | R@10 | R@20 | mAP@R | class R@1 | clean R@1 | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, d in doc.items():
+        f, c = d["results"]["full"], d["results"]["clean"]
+        i = f["instance"]
+        change = ", ".join(f"{k}={v}" for k, v in d["change"].items()) or "(base)"
+        lines.append(
+            f"| {name} | {change} | {i['R@1']:.3f} | {i['R@5']:.3f} | {i['R@10']:.3f} | {i['R@20']:.3f} | "
+            f"{i['mAP@R']:.3f} | {f['class']['R@1']:.3f} | {c['instance']['R@1']:.3f} | {d['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="pixels,default")
+    ap.add_argument("--queries", type=int, default=None, help="sample N queries (default: all 10k)")
+    ap.add_argument("--out", default="runs/bench_metric")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ablation", action="store_true", help="train and compare the ablation variants")
+    ap.add_argument("--steps", type=int, default=400, help="ablation: training steps per variant")
+    ap.add_argument("--only", default="", help="ablation: comma-separated variant names")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--distractors", type=int, default=None, help="smoke tests: sample N distractors only")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python " + shlex.join(sys.argv)
+    t0 = time.time()
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if args.ablation:
+        only = [x for x in args.only.split(",") if x] or None
+        doc = run_ablation(
+            args.steps, args.queries or 2000, out, args.seed, args.threads, only, args.distractors
+        )
+        table = ablation_table(doc)
+    else:
+        doc = run_protocols(args.models.split(","), args.queries, out, args.seed, command, args.distractors)
+        table = "\n\n".join(
+            f"### {name}\n\n" + markdown_table(_as_result(d))
+            for name, d in doc.items()
+            if isinstance(d, dict)
+        )
+    wall = time.time() - t0
+    meta = {"command": command, "date": started, "machine": machine(), "wall_seconds": round(wall, 1)}
+    (out / "results.json").write_text(json.dumps(meta | {"results": doc}, indent=2))
+    (out / "results.md").write_text(
+        f"Command: `{command}`\n\nDate: {started}; machine: {meta['machine']}; wall time {wall:.0f} s\n\n{table}\n"
+    )
+    print(f"\n{table}\n\nwall time {wall:.0f} s; results in {out}/results.md")
+
+
+def _as_result(d: dict):
+    from lookalike.evaluation.protocol import EvalResult
+
+    r = EvalResult(d["protocol"], d["n_queries"], d["n_gallery"], d["n_clean"], tuple(d["ks"]))
+    r.results = d["results"]
+    return r
+
+
+if __name__ == "__main__":
+    main()

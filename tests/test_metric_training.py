@@ -1,0 +1,178 @@
+"""Metric training end to end on small real subsets: learning, resuming, checkpoints, embedders, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lookalike.datasets.fashion_mnist import load_split
+from lookalike.embedders import load_embedder
+from lookalike.errors import ModelError
+from lookalike.train.metric import MetricRecipe, train_metric
+
+TINY = dict(
+    widths=(8, 16, 32, 32),
+    identities_per_batch=16,
+    street_per_identity=1,
+    limit=300,
+    val_items=50,
+    val_distractors=100,
+    val_every=1000,
+    checkpoint_every=1000,
+    aug_size=(32, 48),
+    warmup=2,
+    threads=1,
+)
+
+
+def test_short_training_beats_its_untrained_start(tmp_path):
+    recipe = MetricRecipe(
+        **(TINY | dict(limit=2000, identities_per_batch=48, steps=60, val_items=200, val_distractors=400)),
+        difficulty=0.3,
+        class_weight=0.5,
+        lr=3e-3,
+    )
+    res = train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False)
+    start, end = res.history[0], res.history[-1]
+    assert start["step"] == 0 and end["step"] == 60
+    score = lambda h: h["val_R@1"] + h["val_R@10"] + h["val_class_R@1"]  # noqa: E731
+    assert end["val_R@10"] > start["val_R@10"], (start, end)
+    assert score(end) > score(start) + 0.1, (start, end)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    recipe = MetricRecipe(
+        **(TINY | dict(checkpoint_every=2)), steps=6, offline_every=3, offline_pool=64, seed=3
+    )
+    full = train_metric(recipe=recipe, run_dir=tmp_path / "a", progress=False)
+    part = train_metric(recipe=recipe, run_dir=tmp_path / "b", progress=False, stop_after=4)
+    assert part.checkpoint.name == "state.pt"
+    resumed = train_metric(recipe=recipe, run_dir=tmp_path / "b", progress=False)
+    a = torch.load(full.checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(resumed.checkpoint, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [h["loss"] for h in full.history if "loss" in h] == [
+        h["loss"] for h in resumed.history if "loss" in h
+    ]
+
+
+def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
+    from lookalike.checkpoint import load_checkpoint
+    from lookalike.train.metric.model import build_model, preprocess_images
+
+    recipe = MetricRecipe(**TINY, steps=3, command="lookalike train metric --steps 3")
+    res = train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False)
+    payload = load_checkpoint(res.checkpoint, kind="metric")
+    assert payload["recipe"]["command"] == "lookalike train metric --steps 3"
+    assert payload["preprocess"]["size"] == 32 and "val_R@1" in payload["metrics"]
+    x, _ = load_split("test")
+    images = [Image.fromarray(a) for a in x[:20]] + [Image.new("RGB", (120, 90), (200, 30, 30))]
+    emb = load_embedder(f"trained:{res.checkpoint}", cache=False)
+    assert emb.dim == 128
+    v1 = emb.embed_images(images)
+    model = build_model(payload["arch"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    with torch.no_grad():
+        v2 = model(preprocess_images(images, payload["preprocess"])).numpy()
+    np.testing.assert_array_equal(v1, v2.astype(np.float32) / np.linalg.norm(v2, axis=1, keepdims=True))
+    np.testing.assert_array_equal(
+        v1, load_embedder(f"trained:{res.checkpoint}", cache=False).embed_images(images)
+    )
+    with pytest.raises(ModelError, match="not found"):
+        load_embedder(f"trained:{tmp_path}/missing.pt", cache=False)
+
+
+def test_torchvision_embedder_loads_a_local_weights_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    emb = load_embedder(f"torchvision:resnet18@{weights}", cache=False)
+    assert emb.dim == 512
+    imgs = [Image.new("RGB", (64, 48), (i * 40, 100, 200 - i * 30)) for i in range(3)]
+    v = emb.embed_images(imgs)
+    assert v.shape == (3, 512)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    bad = tmp_path / "bad.pth"
+    torch.save({"nothing": torch.zeros(1)}, bad)
+    with pytest.raises(ModelError, match="does not fit"):
+        load_embedder(f"torchvision:resnet18@{bad}", cache=False)
+    with pytest.raises(ModelError, match="unknown torchvision model"):
+        load_embedder(f"torchvision:notanet@{weights}", cache=False)
+
+
+def test_cli_trains_then_evaluates(tmp_path):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    runner = CliRunner()
+    ckpt = tmp_path / "m.pt"
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "metric",
+            "--limit",
+            "300",
+            "--steps",
+            "3",
+            "--identities",
+            "16",
+            "--widths",
+            "8,16,32,32",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--out",
+            str(ckpt),
+            "--threads",
+            "1",
+            "--aug-size",
+            "32,48",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert ckpt.exists()
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "-m",
+            "pixels",
+            "-m",
+            f"trained:{ckpt}",
+            "--queries",
+            "20",
+            "--distractors",
+            "200",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "eval" / "street-to-shop.md").read_text()
+    assert "`pixels`" in md and f"`trained:{ckpt}`" in md
+    assert (tmp_path / "eval" / "street-to-shop-topk.png").exists()
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "metric",
+            "--mining",
+            "bogus",
+            "--steps",
+            "1",
+            "--limit",
+            "300",
+            "--run-dir",
+            str(tmp_path / "run2"),
+        ],
+    )
+    assert r.exit_code != 0
