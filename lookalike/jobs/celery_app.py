@@ -45,7 +45,13 @@ def make_app(broker_url: str | None) -> Celery:
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
         task_default_queue=QUEUE,
-        broker_transport_options={"visibility_timeout": job.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": job.visibility_timeout,
+            # sweep for abandoned messages every few seconds, not every 100 s (kombu's default)
+            "unacked_restore_interval": max(1, min(10, job.visibility_timeout // 2)),
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+        },
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_connection_timeout=5,
