@@ -115,7 +115,8 @@ def ablation_table(doc: dict) -> str:
         change = ", ".join(f"{k}={v}" for k, v in d["change"].items()) or "(base)"
         lines.append(
             f"| {name} | {change} | {i['R@1']:.3f} | {i['R@5']:.3f} | {i['R@10']:.3f} | {i['R@20']:.3f} | "
-            f"{i['mAP@R']:.3f} | {f['class']['R@1']:.3f} | {c['instance']['R@1']:.3f} | {d['train_seconds']:.0f} |"
+            f"{i['mAP@R']:.3f} | {f['class']['R@1']:.3f} | {c['instance']['R@1']:.3f} | "
+            f"{d['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -154,7 +155,8 @@ def main() -> None:
     meta = {"command": command, "date": started, "machine": machine(), "wall_seconds": round(wall, 1)}
     (out / "results.json").write_text(json.dumps(meta | {"results": doc}, indent=2))
     (out / "results.md").write_text(
-        f"Command: `{command}`\n\nDate: {started}; machine: {meta['machine']}; wall time {wall:.0f} s\n\n{table}\n"
+        f"Command: `{command}`\n\nDate: {started}; machine: {meta['machine']}; "
+        f"wall time {wall:.0f} s\n\n{table}\n"
     )
     print(f"\n{table}\n\nwall time {wall:.0f} s; results in {out}/results.md")
 
