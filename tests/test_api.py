@@ -498,6 +498,24 @@ def test_readyz_reports_a_model_that_cannot_load(db_url):
         assert client.get("/healthz").status_code == 200
 
 
+def test_database_failure_is_503_without_a_trace(tmp_path):
+    db = index_small_catalog(str(tmp_path / "c.db"), n=10)
+    app = create_app(Settings(), db=db)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert client.get("/v1/stats").status_code == 200
+        app.state.service.catalog.store.close()  # the database goes away under the running service
+        for r in (
+            client.get("/v1/stats"),
+            client.get("/v1/products/fmnist-test-1"),
+            client.post("/v1/search", json={"product_id": "fmnist-test-1"}),
+        ):
+            err = assert_error(r, 503, "store_unavailable")
+            assert "sqlite" not in err["message"].lower()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["database"].startswith("failed")
+        assert client.get("/healthz").status_code == 200
+
+
 def test_stats_hides_database_credentials():
     from lookalike.api.routers.system import redact_db_url
 

@@ -78,6 +78,20 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _database_errors() -> list[type[Exception]]:
+    """Driver errors (database down, locked, closed) that the stores let through: 503, not 500."""
+    import sqlite3
+
+    errors: list[type[Exception]] = [sqlite3.Error]
+    try:
+        import psycopg  # its pool's errors (PoolTimeout, PoolClosed) derive from psycopg.Error
+
+        errors.append(psycopg.Error)
+    except ImportError:
+        pass
+    return errors
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -103,6 +117,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             exc.status_code, codes.get(exc.status_code, "http_error"), message, getattr(exc, "headers", None)
         )
+
+    async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error(
+            "database error in %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc
+        )
+        return error_response(
+            503, "store_unavailable", "the catalog database is unavailable; try again later"
+        )
+
+    for exc_type in _database_errors():
+        app.add_exception_handler(exc_type, _database_error)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
