@@ -266,6 +266,7 @@ INVALID_SEARCHES = [
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"k": "abc"}},
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"k": "0"}},
     {"files": {"photo": ("a.png", b"x", "image/png")}},
+    {"json": {"product_id": "fmnist-test-1", "model": "trained:/etc/passwd"}},  # only the catalog's models
 ]
 
 
@@ -274,6 +275,8 @@ def test_invalid_search_parameters_are_422(small_client):
         r = small_client.post("/v1/search", **request_args)
         assert r.status_code == 422, (request_args, r.text)
         assert_error(r, 422, "invalid_request")
+    ok = small_client.post("/v1/search", json={"product_id": "fmnist-test-1", "model": "pixels", "k": 3})
+    assert ok.status_code == 200 and ok.json()["model"] == "pixels"
 
 
 def test_invalid_ids_and_k_on_products_are_422(small_client):
