@@ -229,6 +229,11 @@ def test_oversize_upload_is_413_from_content_length(make_client, fmnist_test):
     assert_error(
         client.post("/v1/search", json={"image_base64": base64.b64encode(big).decode()}), 413, "too_large"
     )
+    # under the body limit (which leaves room for multipart/base64 framing) but over the image limit
+    mid = noise_png(120)
+    assert 20_000 < len(mid) < 20_000 * 4 // 3 + 64 * 1024
+    err = assert_error(upload(client, mid, name="mid.png"), 413, "too_large")
+    assert err["message"].startswith("mid.png:") and "20000" in err["message"]
     small = photo_bytes(fmnist_test[0][0], "PNG")
     assert upload(client, small).status_code == 200
 
