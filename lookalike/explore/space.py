@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.catalog import Catalog
-from lookalike.errors import ImageNotFound, InvalidRequest, ModelError, ProductNotFound
+from lookalike.errors import ImageNotFound, InvalidRequest, ModelError
 from lookalike.progress import progress_bar
 
 
@@ -110,15 +110,6 @@ class LatentSpace:
                 images.append(self.product_image(pid))
                 advance(1)
         return ids, self.embedder.embed_images(images)
-
-    def position(self, product_id: str) -> int:
-        ids, _ = self.vectors()
-        if not hasattr(self, "_pos"):
-            self._pos = {pid: i for i, pid in enumerate(ids)}
-        if product_id not in self._pos:
-            self.catalog.get_product(product_id)  # raises ProductNotFound for unknown ids
-            raise ProductNotFound(product_id)
-        return self._pos[product_id]
 
     def nearest(self, points: np.ndarray, k: int = 1, exclude: set[str] | None = None) -> list[list[Match]]:
         """For each raw latent point, the ``k`` products with the closest vectors (cosine, like search)."""
