@@ -85,23 +85,28 @@ def test_full_inference_queue_answers_429_and_health_stays_fast(tmp_path, fmnist
     app = create_app(Settings(allow_private_urls=True), db=db, inference_threads=1, max_pending=2)
     png = photo_bytes(fmnist_test[0][3])
     with image_server({"slow.png": png}) as images, live_server(app) as base:
-        slow = {"image_url": f"{images}/slow.png?delay=2", "k": 3}
+        slow = {"image_url": f"{images}/slow.png?delay=3", "k": 3}
+        gate = app.state.service.inference
         with ThreadPoolExecutor(2) as pool:
             first = [pool.submit(httpx.post, f"{base}/v1/search", json=slow, timeout=30) for _ in range(2)]
-            time.sleep(0.5)  # both slow searches are now admitted (one running, one queued)
+            deadline = time.monotonic() + 10
+            while gate.pending < 2:  # wait until both slow searches are admitted (one runs, one queues)
+                assert time.monotonic() < deadline, "the slow searches were not admitted"
+                time.sleep(0.02)
             t0 = time.perf_counter()
-            refused = httpx.post(
-                f"{base}/v1/search", files={"image": ("q.png", png, "image/png")}, timeout=30
-            )
-            assert time.perf_counter() - t0 < 1.5
+            photo = {"image": ("q.png", png, "image/png")}
+            refused = httpx.post(f"{base}/v1/search", files=photo, timeout=30)
+            assert time.perf_counter() - t0 < 2.5  # refused at once, not after the ~6 s of queued work
             assert refused.status_code == 429, refused.text
             assert refused.json()["error"]["code"] == "too_many_requests"
             assert refused.headers["retry-after"] == "1"
             t0 = time.perf_counter()
             assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
             assert httpx.get(f"{base}/v1/products/fmnist-test-1", timeout=5).status_code == 200
-            assert time.perf_counter() - t0 < 1.0
+            assert time.perf_counter() - t0 < 2.0
+            assert gate.pending == 2  # the reads did not wait for the slow searches
             assert [f.result().status_code for f in first] == [200, 200]
+        assert gate.pending == 0
         # once the queue drained, searches are admitted again
         again = httpx.post(f"{base}/v1/search", files={"image": ("q.png", png, "image/png")}, timeout=30)
         assert again.status_code == 200 and again.json()["results"][0]["product_id"] == "fmnist-test-3"
