@@ -171,6 +171,34 @@ def test_search_by_url_refuses_loopback_by_default(client, fmnist_test):
         assert_error(client.post("/v1/search", json={"image_url": url}), 400, "url_not_allowed")
 
 
+def test_image_urls_never_read_server_files(client, tmp_path, fmnist_test):
+    """A path where a URL belongs must not be read, even when it names a real image on the server."""
+    local = tmp_path / "on-the-server.png"
+    local.write_bytes(photo_bytes(fmnist_test[0][2]))
+    for value in (str(local), "/etc/passwd", "../../etc/hostname", "C:\\boot.ini"):
+        err = assert_error(client.post("/v1/search", json={"image_url": value}), 422, "invalid_request")
+        assert "http:// or https://" in err["message"]
+        r = client.put("/v1/products/sku-path", json={"image_urls": [value]})
+        assert_error(r, 422, "invalid_request")
+        r = client.put(
+            "/v1/products/sku-path",
+            files=[("images", ("ok.png", local.read_bytes(), "image/png"))],
+            data={"image_url": value},
+        )
+        assert_error(r, 422, "invalid_request")
+    for value in (
+        "file://" + str(local),
+        "file:" + str(local),
+        "gopher://127.0.0.1/x",
+        "javascript:alert(1)",
+    ):
+        assert_error(client.post("/v1/search", json={"image_url": value}), 400, "url_not_allowed")
+        assert_error(
+            client.put("/v1/products/sku-path", json={"image_urls": [value]}), 400, "url_not_allowed"
+        )
+    assert_error(client.get("/v1/products/sku-path"), 404, "not_found")
+
+
 def test_search_by_url_when_private_urls_allowed(make_client, fmnist_test):
     client = make_client(allow_private_urls=True)
     png = photo_bytes(fmnist_test[0][11])

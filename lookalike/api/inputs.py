@@ -14,7 +14,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from lookalike.api.errors import APIError
 from lookalike.api.schemas import MAX_FILTERS
-from lookalike.errors import ImageError, InvalidRequest, TooLargeError
+from lookalike.errors import ImageError, InvalidRequest, TooLargeError, URLNotAllowedError
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
@@ -77,6 +77,20 @@ def decode_base64(text: str, *, item: str, limit: int) -> bytes:
     if len(data) > limit:
         raise TooLargeError(item, f"image is {len(data)} bytes, limit is {limit}", kind="too_large")
     return data
+
+
+_HTTP_URL = re.compile(r"^https?://", re.IGNORECASE)
+_ANY_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
+def require_url(value: str, field: str) -> str:
+    """An image URL from a request: http(s) only, and never a server-side file path."""
+    value = value.strip()
+    if _HTTP_URL.match(value):
+        return value
+    if _ANY_SCHEME.match(value) and not re.match(r"^[A-Za-z]:[\\/]", value):  # not a Windows path
+        raise URLNotAllowedError(value, "only http and https URLs are allowed", kind="ssrf")
+    raise InvalidRequest(f"{field} must be an http:// or https:// URL, got {value[:100]!r}")
 
 
 def check_filters(filters: dict[str, str] | None) -> dict[str, str] | None:

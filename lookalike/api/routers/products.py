@@ -18,6 +18,7 @@ from lookalike.api.inputs import (
     read_form,
     read_json,
     read_upload,
+    require_url,
     unsupported_media,
 )
 from lookalike.api.routers.search import ERRORS, search_similar
@@ -83,8 +84,8 @@ async def _read_upsert(request: Request, product_id: str, limit: int) -> SourceP
     kind = media_type(request)
     if kind == JSON:
         body: ProductUpsert = await read_json(request, ProductUpsert)
-        images: list = list(body.image_urls)
-        uris = list(body.image_urls)
+        images: list = [require_url(u, f"image_urls[{i}]") for i, u in enumerate(body.image_urls)]
+        uris = list(images)
         for i, text in enumerate(body.images_base64):
             images.append(decode_base64(text, item=f"images_base64[{i}]", limit=limit))
             uris.append(f"{product_id}:images_base64[{i}]")
@@ -102,8 +103,8 @@ async def _read_upsert(request: Request, product_id: str, limit: int) -> SourceP
         images, uris = [], []
         for url in form.getlist("image_url"):
             if isinstance(url, str) and url.strip():
-                images.append(url.strip())
-                uris.append(url.strip())
+                images.append(require_url(url, "image_url"))
+                uris.append(images[-1])
         for upload in form.getlist("images"):
             if isinstance(upload, str):
                 raise InvalidRequest("form field 'images' must be a file")

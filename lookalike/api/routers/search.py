@@ -18,6 +18,7 @@ from lookalike.api.inputs import (
     read_form,
     read_json,
     read_upload,
+    require_url,
     unsupported_media,
 )
 from lookalike.api.schemas import (
@@ -201,9 +202,8 @@ async def search(
                 search_similar, service, body.product_id, body.k, filters, body.model
             )
         if body.image_url:
-            return await service.inference.run(
-                search_image, service, body.image_url, body.image_url, body.k, filters, body.model
-            )
+            url = require_url(body.image_url, "image_url")
+            return await service.inference.run(search_image, service, url, url, body.k, filters, body.model)
         data = decode_base64(body.image_base64, item="image_base64", limit=limit)
         return await service.inference.run(
             search_image, service, data, "image_base64", body.k, filters, body.model
