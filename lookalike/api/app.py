@@ -155,4 +155,12 @@ def serve(
     import uvicorn
 
     app = create_app(settings, db)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=5, server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=10,
+        server_header=False,
+    )
