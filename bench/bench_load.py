@@ -161,7 +161,9 @@ def main() -> int:
         # warm up: model loaded, vector index built
         for _pid, data in photos[:5]:
             httpx.post(f"{base}/v1/search", files={"image": ("w.jpg", data, "image/jpeg")}, timeout=120)
+        load_before = os.getloadavg()[0]
         result = asyncio.run(run_load(base, photos, args.clients, args.duration, args.k))
+        result["load_average_1m"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     finally:
         if proc is not None:
             proc.terminate()
