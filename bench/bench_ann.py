@@ -105,7 +105,11 @@ def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarray |
 
 
 def recall(found: list[np.ndarray], truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f.tolist()[:K]) & set(t.tolist())) / len(t) for f, t in zip(found, truth, strict=True)]))
+    return float(
+        np.mean(
+            [len(set(f.tolist()[:K]) & set(t.tolist())) / len(t) for f, t in zip(found, truth, strict=True)]
+        )
+    )
 
 
 def timed_queries(fn, queries: np.ndarray) -> tuple[list[np.ndarray], dict]:
@@ -188,7 +192,9 @@ def load_sqlite(path: Path, data: np.ndarray, tiers: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
-def bench_embedded(db: Path, data, queries, truth, ftruth, efs, res: dict, out: Path, churn: dict | None) -> None:
+def bench_embedded(
+    db: Path, data, queries, truth, ftruth, efs, res: dict, out: Path, churn: dict | None
+) -> None:
     from lookalike.catalog import Catalog
 
     t0 = time.perf_counter()
@@ -229,7 +235,9 @@ def bench_embedded(db: Path, data, queries, truth, ftruth, efs, res: dict, out: 
     res["filtered"] = {}
     for tier, _ in TIERS:
         fq = queries[: len(ftruth[tier])]
-        found, stats = timed_queries(lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq)
+        found, stats = timed_queries(
+            lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq
+        )
         res["filtered"][tier] = {
             "recall@10": round(recall(found, ftruth[tier]), 4),
             "min_results": int(min(len(f) for f in found)),
@@ -277,13 +285,23 @@ def load_postgres(url: str, data: np.ndarray, tiers: np.ndarray) -> dict:
     t0 = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         with conn.cursor() as cur:
-            with cur.copy("COPY products (id, product_id, title, category, created_at, updated_at) FROM STDIN") as cp:
+            with cur.copy(
+                "COPY products (id, product_id, title, category, created_at, updated_at) FROM STDIN"
+            ) as cp:
                 for i in range(len(data)):
                     cp.write_row((i + 1, f"p{i}", f"item {i}", tiers[i], "2026-01-01", "2026-01-01"))
             with cur.copy("COPY images (id, sha256, uri, width, height, created_at) FROM STDIN") as cp:
                 for i in range(len(data)):
-                    cp.write_row((i + 1, hashlib.sha256(f"img{i}".encode()).hexdigest(), f"bench:{i}", 28, 28,
-                                  "2026-01-01"))
+                    cp.write_row(
+                        (
+                            i + 1,
+                            hashlib.sha256(f"img{i}".encode()).hexdigest(),
+                            f"bench:{i}",
+                            28,
+                            28,
+                            "2026-01-01",
+                        )
+                    )
             with cur.copy("COPY product_images (product_id, image_id) FROM STDIN") as cp:
                 for i in range(len(data)):
                     cp.write_row((i + 1, i + 1))
@@ -295,9 +313,14 @@ def load_postgres(url: str, data: np.ndarray, tiers: np.ndarray) -> dict:
                     for i in range(s, min(len(data), s + 10_000)):
                         buf.write(f"{i + 1}\t{MODEL}\t128\t[{','.join(map(repr, data[i].tolist()))}]\n")
                     cp.write(buf.getvalue())
-            cur.execute("SELECT setval('products_id_seq', %s), setval('images_id_seq', %s)", (len(data), len(data)))
-            cur.execute("INSERT INTO meta(key, value) VALUES ('model', %s) ON CONFLICT (key) DO UPDATE SET value = "
-                        "EXCLUDED.value", (MODEL,))
+            cur.execute(
+                "SELECT setval('products_id_seq', %s), setval('images_id_seq', %s)", (len(data), len(data))
+            )
+            cur.execute(
+                "INSERT INTO meta(key, value) VALUES ('model', %s) ON CONFLICT (key) DO UPDATE SET value = "
+                "EXCLUDED.value",
+                (MODEL,),
+            )
             cur.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")
             timings["copy_s"] = round(time.perf_counter() - t0, 1)
             log(f"postgres copy {timings['copy_s']}s")
@@ -306,7 +329,8 @@ def load_postgres(url: str, data: np.ndarray, tiers: np.ndarray) -> dict:
             cur.execute("SET max_parallel_maintenance_workers = 1")
             t0 = time.perf_counter()
             cur.execute(
-                f"CREATE INDEX {index_name(MODEL)} ON embeddings USING hnsw ((vector::vector(128)) vector_cosine_ops) "
+                f"CREATE INDEX {index_name(MODEL)} ON embeddings USING hnsw ((vector::vector(128)) "
+                f"vector_cosine_ops) "
                 f"WITH (m = 16, ef_construction = 64) WHERE model = '{MODEL}'"
             )
             timings["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
@@ -337,7 +361,9 @@ def bench_pgvector(url: str, queries, truth, ftruth, efs, res: dict, out: Path) 
     res["filtered"] = {}
     for tier, _ in TIERS:
         fq = queries[: len(ftruth[tier])]
-        found, stats = timed_queries(lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq)
+        found, stats = timed_queries(
+            lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq
+        )
         res["filtered"][tier] = {
             "recall@10": round(recall(found, ftruth[tier]), 4),
             "min_results": int(min(len(f) for f in found)),
@@ -365,12 +391,16 @@ def main() -> None:
     out = Path(args.out)
     efs = [int(e) for e in args.efs.split(",")]
     systems = args.systems.split(",")
-    RESULTS.update({
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
-        "n": args.n, "queries": args.queries, "datasets": {},
-    })
+    RESULTS.update(
+        {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
+            "n": args.n,
+            "queries": args.queries,
+            "datasets": {},
+        }
+    )
     server = None
     started = time.perf_counter()
     for name in args.datasets.split(","):
@@ -394,8 +424,17 @@ def main() -> None:
             sub = res.setdefault("embedded", {})
             sub["sqlite_load_s"] = round(load_sqlite(db, data, tiers), 1)
             log(f"sqlite load {sub['sqlite_load_s']}s")
-            bench_embedded(db, data, queries, truth, ftruth, efs, sub, out,
-                           res.setdefault("churn", {}) if "churn" in systems else None)
+            bench_embedded(
+                db,
+                data,
+                queries,
+                truth,
+                ftruth,
+                efs,
+                sub,
+                out,
+                res.setdefault("churn", {}) if "churn" in systems else None,
+            )
         if "pgvector" in systems:
             from lookalike.store.pgserver import LocalPostgres
 

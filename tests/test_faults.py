@@ -12,7 +12,9 @@ import pytest
 
 from lookalike.catalog import Catalog
 from lookalike.errors import StoreError
-from tests.test_jobs import _close_job_catalogs, assert_exact, redis_server, wait_for_job, workers  # noqa: F401
+from tests.jobs_fixtures import assert_exact, wait_for_job
+
+pytest_plugins = ["tests.jobs_fixtures"]
 
 
 def _running_batches(db: str, job_id: str) -> list[tuple[int, str]]:
@@ -45,7 +47,8 @@ def test_kill_9_worker_mid_job_another_worker_finishes_it(db_url, workers):
     # wait until the victim is inside a batch, then kill it without warning
     batch = _wait(
         lambda: [b for b in _running_batches(db_url, job["id"]) if b[1].endswith(f":{victim.pid}")],
-        60, "the victim to start a batch",
+        60,
+        "the victim to start a batch",
     )
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
@@ -79,7 +82,9 @@ def test_redis_restart_mid_job(tmp_path, redis_server, workers):
     assert_exact(db, job, n)
 
 
-def test_postgres_restart_under_load_fails_clearly_then_reconnects(postgres_server, postgres_db_url, fmnist_test):
+def test_postgres_restart_under_load_fails_clearly_then_reconnects(
+    postgres_server, postgres_db_url, fmnist_test
+):
     images, _ = fmnist_test
     cat = Catalog.open(postgres_db_url)
     cat.index("fashion-mnist:test", model="pixels", limit=100)
@@ -114,11 +119,15 @@ def test_postgres_restart_under_load_fails_clearly_then_reconnects(postgres_serv
         for t in threads:
             t.join(10)
         postgres_server.start()
-    assert all("PostgreSQL at postgresql://" in str(e) and "unreachable" in str(e) for e in errors), errors[:3]
+    assert all("PostgreSQL at postgresql://" in str(e) and "unreachable" in str(e) for e in errors), errors[
+        :3
+    ]
     assert cat.stats()["products"] == 100
     cat.close()
 
 
 def test_unreachable_postgres_is_a_clear_error():
-    with pytest.raises(StoreError, match=r"PostgreSQL at postgresql://lookalike:\*\*\*@127.0.0.1:1/x is unreachable"):
+    with pytest.raises(
+        StoreError, match=r"PostgreSQL at postgresql://lookalike:\*\*\*@127.0.0.1:1/x is unreachable"
+    ):
         Catalog.open("postgresql://lookalike:secret@127.0.0.1:1/x")

@@ -12,7 +12,9 @@ from lookalike.errors import LookalikeError
 
 @app.command()
 def worker(
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Batches run at once (processes).")] = 1,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Batches run at once (processes).")
+    ] = 1,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
     hostname: Annotated[str | None, typer.Option(help="Worker name (default: celery@host).")] = None,
 ) -> None:
@@ -24,10 +26,18 @@ def worker(
             "LOOKALIKE_REDIS_URL is not set: workers take jobs from Redis (without Redis, index jobs run "
             "in-process and need no worker)"
         )
-    from lookalike.jobs.celery_app import QUEUE, app as celery_app
+    from lookalike.jobs.celery_app import QUEUE
+    from lookalike.jobs.celery_app import app as celery_app
 
-    argv = ["worker", f"--loglevel={loglevel}", "-Q", QUEUE, "--without-gossip", "--without-mingle",
-            "--without-heartbeat"]
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        "-Q",
+        QUEUE,
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
     if concurrency <= 1:
         argv.append("--pool=solo")
     else:

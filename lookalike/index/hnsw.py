@@ -49,8 +49,12 @@ class HNSWIndex(VectorIndex):
         self.dim = dim
         self.expansion_search = expansion_search
         self._index = Index(
-            ndim=dim, metric="ip", dtype=dtype, connectivity=connectivity,
-            expansion_add=expansion_add, expansion_search=expansion_search,
+            ndim=dim,
+            metric="ip",
+            dtype=dtype,
+            connectivity=connectivity,
+            expansion_add=expansion_add,
+            expansion_search=expansion_search,
         )
         #: nodes deleted since the graph was built (usearch keeps them as tombstones)
         self.deleted = 0
@@ -92,7 +96,9 @@ class HNSWIndex(VectorIndex):
         top = top[np.argsort(-scores[top], kind="stable")]
         return keys[top], scores[top].astype(np.float32)
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         n = len(self._index)
         if n == 0 or k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
@@ -127,7 +133,11 @@ class HNSWIndex(VectorIndex):
 
 
 def _slug(model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-")[:40] + "-" + hashlib.sha1(model.encode()).hexdigest()[:8]
+    return (
+        re.sub(r"[^A-Za-z0-9]+", "-", model).strip("-")[:40]
+        + "-"
+        + hashlib.sha1(model.encode()).hexdigest()[:8]
+    )
 
 
 def embedded_ids(store, model: str) -> np.ndarray:
@@ -173,8 +183,12 @@ class PersistentHNSW:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.index.save(self.path)
         stamp = {
-            "catalog": self._catalog_id(), "model": self.model, "generation": self.generation,
-            "count": len(self.index), "dim": self.index.dim, "deleted": self.index.deleted,
+            "catalog": self._catalog_id(),
+            "model": self.model,
+            "generation": self.generation,
+            "count": len(self.index),
+            "dim": self.index.dim,
+            "deleted": self.index.deleted,
             "saved_at": time.time(),
         }
         tmp = self.stamp_path.with_name(self.stamp_path.name + f".tmp{os.getpid()}")

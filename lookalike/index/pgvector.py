@@ -39,13 +39,17 @@ class PgVectorIndex(VectorIndex):
         return "[" + ",".join(f"{x:.8g}" for x in np.asarray(query, dtype=np.float32).tolist()) + "]"
 
     def _settings(self, c, m: int, max_scan: int | None = None) -> None:
-        c.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(1000, max(self.ef_search, m)))))
+        c.execute(
+            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(1000, max(self.ef_search, m))))
+        )
         c.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         if max_scan is not None:
             c.execute(sql.SQL("SET LOCAL hnsw.max_scan_tuples = {}").format(sql.Literal(max_scan)))
 
     # --- image-level VectorIndex ------------------------------------------------------------
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self._n == 0 or k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         params = {"q": self._q(query), "k": int(k), "model": self.model}
@@ -54,7 +58,9 @@ class PgVectorIndex(VectorIndex):
         if allowed is not None:
             where = where + sql.SQL(" AND e.image_id = ANY(%(allowed)s)")
             params["allowed"] = np.asarray(allowed, dtype=np.int64).tolist()
-        order = sql.SQL("({} <=> {})").format(self._vec(), self._qvec()) + (sql.SQL(" + 0") if exact else sql.SQL(""))
+        order = sql.SQL("({} <=> {})").format(self._vec(), self._qvec()) + (
+            sql.SQL(" + 0") if exact else sql.SQL("")
+        )
         q = sql.SQL(
             "WITH nn AS MATERIALIZED (SELECT e.image_id, {v} <=> {q} AS dist FROM embeddings e WHERE {w} "
             "ORDER BY {o} LIMIT %(k)s) SELECT image_id, dist FROM nn ORDER BY dist"
@@ -71,13 +77,21 @@ class PgVectorIndex(VectorIndex):
             "SELECT e.image_id, {v} <=> {q} AS dist FROM embeddings e WHERE e.model = %(model)s "
             "AND e.image_id = ANY(%(allowed)s) ORDER BY ({v} <=> {q}) + 0 LIMIT %(k)s"
         ).format(v=self._vec(), q=self._qvec())
-        params = {"q": self._q(query), "k": int(k), "model": self.model,
-                  "allowed": np.asarray(allowed, dtype=np.int64).tolist()}
+        params = {
+            "q": self._q(query),
+            "k": int(k),
+            "model": self.model,
+            "allowed": np.asarray(allowed, dtype=np.int64).tolist(),
+        }
         return _split(self.store._query(q, params))
 
     # --- product-level search (used by the Catalog) ---------------------------------------
     def search_products(
-        self, query: np.ndarray, k: int, filters: dict[str, str] | None = None, exclude_pks: set[int] = frozenset()
+        self,
+        query: np.ndarray,
+        k: int,
+        filters: dict[str, str] | None = None,
+        exclude_pks: set[int] = frozenset(),
     ) -> list[tuple[int, int, float]]:
         """Top-k products as (product pk, best image id, cosine score), best first, in one SQL query."""
         if self._n == 0:
@@ -141,7 +155,8 @@ class PgVectorIndex(VectorIndex):
         q = sql.SQL(
             "WITH nn AS MATERIALIZED (SELECT e.image_id, {v} <=> {q} AS dist FROM embeddings e "
             "WHERE e.model = %(model)s{inner} ORDER BY {v} <=> {q} LIMIT %(m)s) "
-            "SELECT pi.product_id, nn.image_id, nn.dist FROM nn JOIN product_images pi ON pi.image_id = nn.image_id"
+            "SELECT pi.product_id, nn.image_id, nn.dist FROM nn JOIN product_images pi ON pi.image_id = "
+            "nn.image_id"
             "{outer} ORDER BY nn.dist"
         ).format(v=vec, q=qv, inner=inner, outer=outer)
         max_scan = None

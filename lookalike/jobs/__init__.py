@@ -15,8 +15,8 @@ import math
 import threading
 import time
 
-from lookalike.config import get_settings
-from lookalike.errors import LookalikeError, ModelError, SourceError
+from lookalike.config import Settings, get_settings
+from lookalike.errors import ModelError, SourceError, StoreError
 from lookalike.jobs.state import JobNotFound, JobTable
 
 __all__ = ["JobNotFound", "get_job", "submit_index_job"]
@@ -25,7 +25,7 @@ __all__ = ["JobNotFound", "get_job", "submit_index_job"]
 INLINE_ATTEMPTS = 3
 
 
-class BrokerError(LookalikeError):
+class BrokerError(StoreError):
     """The job broker (Redis) cannot be reached."""
 
     code = "broker_unavailable"
@@ -39,13 +39,14 @@ def submit_index_job(
     limit: int | None = None,
     batch_products: int | None = None,
     background: bool = False,
+    settings: Settings | None = None,
 ) -> dict:
     """Create an index job and queue its batches; returns the job (``id``, ``state``, counts ...)."""
     from lookalike.embedders import load_embedder
     from lookalike.jobs.runner import catalog_for, normalise_db, normalise_source
     from lookalike.sources import open_source
 
-    settings = get_settings()
+    settings = settings or get_settings()
     db = normalise_db(str(db or settings.default_db()))
     source = normalise_source(str(source))
     src = open_source(source, limit=limit)  # a bad source fails here, not in a worker
@@ -66,8 +67,9 @@ def submit_index_job(
     if settings.redis_url:
         _enqueue(settings.redis_url, db, job_id, n_batches, jobs)
     elif background:
-        threading.Thread(target=run_inline, args=(db, job_id, n_batches), daemon=True,
-                         name=f"index-job-{job_id}").start()
+        threading.Thread(
+            target=run_inline, args=(db, job_id, n_batches), daemon=True, name=f"index-job-{job_id}"
+        ).start()
     else:
         run_inline(db, job_id, n_batches)
     return jobs.get(job_id)
@@ -82,8 +84,14 @@ def _enqueue(redis_url: str, db: str, job_id: str, n_batches: int, jobs: JobTabl
     try:
         with app.producer_or_acquire() as producer:
             for n in range(n_batches):
-                app.send_task(TASK_NAME, args=(db, job_id, n), queue=QUEUE, producer=producer,
-                              retry=True, retry_policy={"max_retries": 3, "interval_start": 0.5})
+                app.send_task(
+                    TASK_NAME,
+                    args=(db, job_id, n),
+                    queue=QUEUE,
+                    producer=producer,
+                    retry=True,
+                    retry_policy={"max_retries": 3, "interval_start": 0.5},
+                )
     except OperationalError as exc:
         jobs.fail_job(job_id, f"could not queue the job: {exc}")
         raise BrokerError(f"Redis at {redis_url} is unreachable: {exc}") from None

@@ -92,6 +92,8 @@ def _fail(db: str, job_id: str, batch_no: int, exc: Exception, *, final: bool) -
     from lookalike.jobs.state import JobTable
 
     try:
-        JobTable(catalog_for(db).store).fail_batch(job_id, batch_no, f"{type(exc).__name__}: {exc}", final=final)
+        JobTable(catalog_for(db).store).fail_batch(
+            job_id, batch_no, f"{type(exc).__name__}: {exc}", final=final
+        )
     except Exception:  # the database itself is down: the retry will record it
         pass

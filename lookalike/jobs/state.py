@@ -55,7 +55,9 @@ class JobTable:
                 (job_id, QUEUED, json.dumps(params), batches_total, products_total, now),
             )
             for n in range(batches_total):
-                c.execute("INSERT INTO job_batches(job_id, batch_no, state) VALUES (?, ?, ?)", (job_id, n, QUEUED))
+                c.execute(
+                    "INSERT INTO job_batches(job_id, batch_no, state) VALUES (?, ?, ?)", (job_id, n, QUEUED)
+                )
             if batches_total == 0:
                 c.execute("UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?", (SUCCEEDED, now, job_id))
         return job_id
@@ -86,7 +88,8 @@ class JobTable:
             if row[0] == SUCCEEDED:
                 return False
             c.execute(
-                "UPDATE job_batches SET state = ?, attempts = attempts + 1, worker = ?, started_at = ?, error = NULL "
+                "UPDATE job_batches SET state = ?, attempts = attempts + 1, worker = ?, started_at = ?, "
+                "error = NULL "
                 "WHERE job_id = ? AND batch_no = ?",
                 (RUNNING, worker, now, job_id, batch_no),
             )
@@ -109,7 +112,8 @@ class JobTable:
         """Record a batch error; ``final``: no retry is coming, the batch has failed."""
         with self._tx() as c:
             c.execute(
-                "UPDATE job_batches SET state = ?, error = ?, finished_at = ? WHERE job_id = ? AND batch_no = ? "
+                "UPDATE job_batches SET state = ?, error = ?, finished_at = ? WHERE job_id = ? AND batch_no "
+                "= ? "
                 "AND state <> ?",
                 (FAILED if final else QUEUED, error[:2000], _now(), job_id, batch_no, SUCCEEDED),
             )
@@ -140,14 +144,16 @@ class JobTable:
         """The job's state, progress counts, failures (the bad-item report) and batch errors."""
         with self._tx() as c:
             row = c.execute(
-                "SELECT id, kind, state, params, batches_total, products_total, error, created_at, started_at, "
+                "SELECT id, kind, state, params, batches_total, products_total, error, created_at, "
+                "started_at, "
                 "finished_at FROM jobs WHERE id = ?",
                 (job_id,),
             ).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
             batches = c.execute(
-                "SELECT batch_no, state, attempts, report, error FROM job_batches WHERE job_id = ? ORDER BY batch_no",
+                "SELECT batch_no, state, attempts, report, error FROM job_batches WHERE job_id = ? ORDER BY "
+                "batch_no",
                 (job_id,),
             ).fetchall()
         params = json.loads(row[3])
@@ -174,8 +180,14 @@ class JobTable:
             "model": params.get("model"),
             "limit": params.get("limit"),
             "products_total": row[5],
-            "batches": {"total": row[4], "done": by_state[SUCCEEDED], "failed": by_state[FAILED],
-                        "running": by_state[RUNNING], "queued": by_state[QUEUED], "attempts": attempts},
+            "batches": {
+                "total": row[4],
+                "done": by_state[SUCCEEDED],
+                "failed": by_state[FAILED],
+                "running": by_state[RUNNING],
+                "queued": by_state[QUEUED],
+                "attempts": attempts,
+            },
             **counts,
             "failures": failures,
             "errors": errors,

