@@ -194,6 +194,16 @@ def test_tsne_map_png_and_self_contained_html(space, tmp_path):
     assert "<script src" not in page and "http" not in page.replace("http-equiv", "")
 
 
+@pytest.mark.slow
+def test_umap_map(space, tmp_path):
+    """UMAP compiles with numba on first use (tens of seconds), hence slow."""
+    m = catalog_map(space, method="umap", limit=150)
+    assert m.coords.shape == (150, 2) and np.isfinite(m.coords).all()
+    assert save_map_png(m, tmp_path / "umap.png").is_file()
+    with pytest.raises(InvalidRequest, match="unknown map method"):
+        catalog_map(space, method="pca")
+
+
 def test_map_works_with_any_embedder_embedding_on_the_fly(cat):
     space = LatentSpace(cat, "pixels")
     m = catalog_map(space, method="tsne", limit=60)
