@@ -55,6 +55,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--train-limit", type=int, default=None, help="use only the first N train images")
     ap.add_argument("--factor-samples", type=int, default=5000)
+    ap.add_argument("--table-only", action="store_true", help="only rewrite OUT/results.md from results.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -64,6 +65,12 @@ def main() -> None:
 
     x_train, y_train = load_split("train")
     x_test, y_test = load_split("test")
+    if args.table_only:
+        fill_kl_per_dim(results, out, x_test)
+        results_path.write_text(json.dumps(results, indent=1))
+        (out / "results.md").write_text(markdown_table(results))
+        print(markdown_table(results))
+        return
     if args.train_limit:
         x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
 
@@ -128,6 +135,7 @@ def main() -> None:
                 "active_units": active_units(mu_test),
                 "knn5": knn_accuracy(mu_train, y_train, mu_test, y_test),
                 "kl_total": None if kl is None else float(kl.sum()),
+                "kl_per_dim": None if kl is None else [round(float(v), 5) for v in kl],
                 "interpolation": interpolation_smoothness(model, x_test),
                 "mig": mutual_information_gap(encode_means(model, factor_images), factor_levels),
             }
@@ -136,6 +144,7 @@ def main() -> None:
             results_path.write_text(json.dumps(results, indent=1))
             print(name, json.dumps(row), flush=True)
 
+    fill_kl_per_dim(results, out, x_test)
     results["_meta"] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
@@ -148,11 +157,22 @@ def main() -> None:
     print(markdown_table(results))
 
 
+def fill_kl_per_dim(results: dict, out: Path, x_test: np.ndarray) -> None:
+    """Add the test KL per dimension to rows measured before it was recorded."""
+    for name, row in results.items():
+        if isinstance(row, dict) and "latent_dim" in row and "kl_per_dim" not in row:
+            payload = load_checkpoint(out / name / "model.pt", kind="vae")
+            model = build_model(payload["arch"])
+            model.load_state_dict(payload["state_dict"])
+            kl = mean_kl_per_dim(model, x_test)
+            row["kl_per_dim"] = None if kl is None else [round(float(v), 5) for v in kl]
+
+
 def markdown_table(results: dict) -> str:
     lines = [
-        "| model | z | epochs | train s | test MSE/pixel | active units | kNN@5 acc | KL (nats) "
-        "| interp. mean step (max/mean) | MIG |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | z | epochs | train s | test MSE/pixel | active units | dims with KL > 0.1 | kNN@5 acc "
+        "| KL (nats) | interp. mean step (max/mean) | MIG |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fade = None
     for name, row in results.items():
@@ -161,10 +181,13 @@ def markdown_table(results: dict) -> str:
         interp = row["interpolation"]
         fade = interp
         kl = "—" if row["kl_total"] is None else f"{row['kl_total']:.1f}"
+        per_dim = row.get("kl_per_dim")
+        informative = "—" if per_dim is None else f"{sum(v > 0.1 for v in per_dim)}/{row['latent_dim']}"
         lines.append(
             f"| {name.rsplit('-z', 1)[0]} | {row['latent_dim']} | {row['epochs']} "
             f"| {row['train_seconds']:.0f} "
-            f"| {row['test_mse']:.4f} | {row['active_units']}/{row['latent_dim']} | {row['knn5']:.3f} | {kl} "
+            f"| {row['test_mse']:.4f} | {row['active_units']}/{row['latent_dim']} | {informative} "
+            f"| {row['knn5']:.3f} | {kl} "
             f"| {interp['model_mean_step']:.4f} ({interp['model_max_over_mean']:.2f}) "
             f"| {row['mig']['mig']:.3f} |"
         )
@@ -172,7 +195,7 @@ def markdown_table(results: dict) -> str:
         px = results["pixels"]["knn5"]
         step = f"{fade['crossfade_mean_step']:.4f} ({fade['crossfade_max_over_mean']:.2f})" if fade else "—"
         mig = f"{results['pca16']['mig']:.3f} (PCA-16)" if "pca16" in results else "—"
-        lines.append(f"| raw pixels / cross-fade | 784 | — | — | 0 | — | {px:.3f} | — | {step} | {mig} |")
+        lines.append(f"| raw pixels / cross-fade | 784 | — | — | 0 | — | — | {px:.3f} | — | {step} | {mig} |")
     return "\n".join(lines) + "\n"
 
 
