@@ -214,6 +214,28 @@ def test_train_vae_cli(tmp_path):
     assert bad.exit_code != 0 and "not a folder" in str(bad.exception)
 
 
+def test_train_on_a_folder_of_colour_photos_at_another_resolution(product_photos, tmp_path):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+    from lookalike.embedders import load_embedder
+
+    out = tmp_path / "rgb"
+    result = CliRunner().invoke(
+        app,
+        ["train", "vae", "--data", str(product_photos), "--rgb", "--resolution", "32",
+         "--conv-channels", "8,16", "-z", "3", "--epochs", "1", "--batch-size", "16", "--out", str(out),
+         "--threads", "1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = load_checkpoint(out / "model.pt", kind="vae")
+    assert payload["preprocess"] == {"resolution": 32, "channels": 3, "mode": "RGB", "scale": "0-1"}
+    emb = load_embedder(f"vae:{out / 'model.pt'}", cache=False)
+    photo = Image.open(next(product_photos.rglob("*.png")))
+    decoded = emb.decode(emb.encode([photo]))[0]
+    assert decoded.mode == "RGB" and decoded.size == (32, 32)
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 def test_active_units_counts_dimensions_that_vary():
     rng = np.random.default_rng(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,11 @@ from lookalike.cli.options import DbOption, JsonOption, ModelOption, console, op
 from lookalike.errors import InvalidRequest
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+
+
+def _safe(name: str) -> str:
+    """A product id as a file-name part (ids may hold slashes or spaces)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
 
 
 def _space(cat, model):
@@ -41,7 +47,7 @@ def interpolate(
     with open_catalog(db) as cat:
         space = _space(cat, model)
         results = [run(space, a, b, steps=steps, method=m) for m in methods]
-        png, js = save_interpolation(space, results, out / f"interpolate-{a}-{b}")
+        png, js = save_interpolation(space, results, out / f"interpolate-{_safe(a)}-{_safe(b)}")
     if json_:
         typer.echo(js.read_text())
         return
@@ -80,7 +86,7 @@ def traverse(
     with open_catalog(db) as cat:
         space = _space(cat, model)
         t = run(space, product_id, dims=dim_list, low=range_[0], high=range_[1], steps=steps, top=top)
-        png, js = save_traversal(space, t, out / f"traverse-{product_id}")
+        png, js = save_traversal(space, t, out / f"traverse-{_safe(product_id)}")
     if json_:
         typer.echo(js.read_text())
         return
