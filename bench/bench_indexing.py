@@ -37,8 +37,8 @@ def free_port() -> int:
 def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--appendonly", "yes",
-         "--save", ""],
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--appendonly", "yes", "--save", ""],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(0.5)
@@ -72,8 +72,8 @@ def run_mode(mode: str, db: str, args, work: Path) -> dict:
         env = {**os.environ, "LOOKALIKE_PROGRESS": "0"}
         for i in range(n_workers):
             log = open(work / f"worker-{mode}-{i}.log", "w")  # noqa: SIM115
-            workers.append(subprocess.Popen([LOOKALIKE, "worker", "--hostname", f"b{i}@%h"], env=env, stdout=log,
-                                            stderr=subprocess.STDOUT))  # fmt: skip
+            cmd = [LOOKALIKE, "worker", "--hostname", f"b{i}@%h"]
+            workers.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
         time.sleep(8)  # workers import torch and connect before the clock starts
     else:
         os.environ.pop("LOOKALIKE_REDIS_URL", None)
