@@ -91,6 +91,8 @@ class _View:
         order = np.argsort(link_images, kind="stable")
         self.link_images = link_images[order]
         self.link_pks = link_pks[order]
+        #: filters -> (allowed product pks, their images, pk set), valid for this generation only
+        self.filters_cache: dict[tuple, tuple[np.ndarray, np.ndarray, set[int]]] = {}
 
     def products_of(self, image_ids: np.ndarray) -> list[np.ndarray]:
         lo = np.searchsorted(self.link_images, image_ids, side="left")
@@ -350,11 +352,17 @@ class Catalog:
             ]
         allowed_pks = allowed_images = None
         if filters:
-            allowed_pks = self.store.matching_product_pks(filters)
+            key = tuple(sorted((str(k), str(v)) for k, v in filters.items()))
+            cached = view.filters_cache.get(key)
+            if cached is None:
+                pks = self.store.matching_product_pks(filters)
+                cached = (pks, view.images_of(pks), set(pks.tolist()))
+                if len(view.filters_cache) >= 64:
+                    view.filters_cache.clear()
+                view.filters_cache[key] = cached
+            allowed_pks, allowed_images, allowed_set = cached
             if len(allowed_pks) == 0:
                 return []
-            allowed_images = view.images_of(allowed_pks)
-            allowed_set = set(allowed_pks.tolist())
         want = k + len(excluded_pks)
         m = min(len(view.index), max(4 * want, 32))
         while True:
