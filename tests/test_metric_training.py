@@ -28,18 +28,28 @@ TINY = dict(
 
 
 def test_short_training_beats_its_untrained_start(tmp_path):
+    # about a minute on 2 cores: 1,350 products, easy street views (difficulty 0: centred, upright,
+    # but on random backgrounds and tints), validated on 150 held-out products among 450
     recipe = MetricRecipe(
-        **(TINY | dict(limit=2000, identities_per_batch=48, steps=60, val_items=200, val_distractors=400)),
-        difficulty=0.3,
-        class_weight=0.5,
-        lr=3e-3,
+        **(
+            TINY
+            | dict(
+                widths=(16, 32, 64, 128),
+                identities_per_batch=48,
+                limit=1500,
+                val_items=150,
+                val_distractors=300,
+            )
+        ),
+        steps=60,
+        difficulty=0.0,
+        val_difficulty=0.0,
     )
     res = train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False)
     start, end = res.history[0], res.history[-1]
     assert start["step"] == 0 and end["step"] == 60
-    score = lambda h: h["val_R@1"] + h["val_R@10"] + h["val_class_R@1"]  # noqa: E731
-    assert end["val_R@10"] > start["val_R@10"], (start, end)
-    assert score(end) > score(start) + 0.1, (start, end)
+    assert end["val_R@1"] > start["val_R@1"], (start, end)
+    assert end["val_R@10"] > start["val_R@10"] + 0.05, (start, end)
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
 
 
@@ -106,6 +116,17 @@ def test_torchvision_embedder_loads_a_local_weights_file(tmp_path):
         load_embedder(f"torchvision:resnet18@{bad}", cache=False)
     with pytest.raises(ModelError, match="unknown torchvision model"):
         load_embedder(f"torchvision:notanet@{weights}", cache=False)
+    # the same file initialises a metric-learning backbone (FC512-ELU-FC128-L2 head on top)
+    from lookalike.train.metric.model import build_model
+
+    net = build_model({"backbone": "resnet18", "in_channels": 1}, pretrained=str(weights)).eval()
+    ref = torchvision.models.resnet18()
+    ref.load_state_dict(torch.load(weights, weights_only=True))
+    torch.testing.assert_close(net.backbone.net.conv1.weight, ref.conv1.weight)
+    with torch.no_grad():
+        out = net(torch.randn(2, 1, 32, 32))
+    assert out.shape == (2, 128)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
 
 
 def test_cli_trains_then_evaluates(tmp_path):

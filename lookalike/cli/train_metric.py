@@ -42,6 +42,12 @@ def train_metric_cmd(
     backbone: Annotated[
         str, typer.Option(help="smallcnn, or a torchvision model name (resnet18, ...).")
     ] = "smallcnn",
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="torchvision backbones: 'imagenet' (download when online) or a local weights file."
+        ),
+    ] = None,
     widths: Annotated[str, typer.Option(help="smallcnn stage widths.")] = "16,32,64,128",
     input_size: Annotated[int, typer.Option(min=16, max=512, help="Input resolution in pixels.")] = 32,
     steps: Annotated[int, typer.Option(min=1)] = 3000,
@@ -83,6 +89,7 @@ def train_metric_cmd(
         raise InvalidRequest(f"--aug-size {aug_size!r} must be MIN,MAX")
     recipe = MetricRecipe(
         backbone=backbone,
+        pretrained=pretrained,
         widths=_ints(widths, "--widths"),
         input_size=input_size,
         steps=steps,

@@ -126,14 +126,46 @@ class EmbeddingNet(nn.Module):
         return F.normalize(self.head(self.backbone(x)), dim=1)
 
 
-def build_model(arch: dict) -> EmbeddingNet:
-    """Rebuild a network from its checkpoint ``arch`` dict (also used to create it for training)."""
+def build_model(arch: dict, pretrained: str | None = None) -> EmbeddingNet:
+    """Rebuild a network from its checkpoint ``arch`` dict (also used to create it for training).
+
+    ``pretrained`` (training only) initialises a torchvision backbone: ``"imagenet"`` downloads
+    torchvision's default weights, anything else is a local state-dict file.
+    """
     name = arch.get("backbone", "smallcnn")
     in_channels = int(arch.get("in_channels", 1))
     if name == "smallcnn":
+        if pretrained:
+            raise ModelError("the smallcnn backbone has no pretrained weights")
         backbone = SmallCNN(in_channels, tuple(arch.get("widths", (32, 64, 128, 256))))
         in_dim = backbone.out_dim
     else:
-        backbone = TorchvisionBackbone(name, in_channels)
+        backbone = TorchvisionBackbone(
+            name, in_channels, weights="DEFAULT" if pretrained == "imagenet" else None
+        )
+        if pretrained and pretrained != "imagenet":
+            load_backbone_weights(backbone, pretrained, name)
         in_dim = backbone.out_dim
     return EmbeddingNet(backbone, in_dim, dim=int(arch.get("dim", 128)), hidden=int(arch.get("hidden", 512)))
+
+
+def load_backbone_weights(backbone: TorchvisionBackbone, path: str, name: str) -> None:
+    """Load a local torchvision state dict (classifier weights are ignored) into ``backbone``."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"weights file {p} for torchvision:{name} not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"weights file {p} cannot be read: {exc}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelError(f"weights file {p} is not a state dict")
+    missing, _unexpected = backbone.net.load_state_dict(state, strict=False)
+    if missing:
+        raise ModelError(
+            f"weights file {p} does not fit torchvision:{name} (missing {', '.join(missing[:3])} ...)"
+        )

@@ -8,7 +8,6 @@ for machines without network access.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -26,29 +25,14 @@ class TorchvisionEmbedder(Embedder):
     def __init__(self, arch: str, weights_file: str | None = None, size: int = 224):
         import torch
 
-        from lookalike.embedders._metric_net import TorchvisionBackbone
+        from lookalike.embedders._metric_net import TorchvisionBackbone, load_backbone_weights
 
         self.name = f"torchvision:{arch}" + (f"@{weights_file}" if weights_file else "")
         self.size = size
         self._torch = torch
         if weights_file:
-            path = Path(weights_file)
-            if not path.is_file():
-                raise ModelError(f"weights file {path} for torchvision:{arch} not found")
             backbone = TorchvisionBackbone(arch, in_channels=3, weights=None)
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # noqa: BLE001
-                raise ModelError(f"weights file {path} cannot be read: {exc}") from None
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
-            # the classifier was removed: ignore its weights, require everything else
-            missing, _unexpected = backbone.net.load_state_dict(state, strict=False)
-            if missing:
-                raise ModelError(
-                    f"weights file {path} does not fit torchvision:{arch} "
-                    f"(missing {', '.join(missing[:3])} ...)"
-                )
+            load_backbone_weights(backbone, weights_file, arch)
         else:
             try:
                 backbone = TorchvisionBackbone(arch, in_channels=3, weights="DEFAULT")

@@ -36,6 +36,7 @@ class MetricRecipe:
     """Every setting of a training run; stored in the checkpoint with the command line."""
 
     backbone: str = "smallcnn"
+    pretrained: str | None = None  # torchvision backbones: "imagenet" or a local weights file
     widths: tuple[int, ...] = (32, 64, 128, 256)
     input_size: int = 32
     dim: int = 128
@@ -57,6 +58,7 @@ class MetricRecipe:
     aug_size: tuple[int, int] = (32, 128)
     curriculum: int = 0  # steps over which the street views ramp from easy to fully hard (0 = hard)
     difficulty: float = 1.0  # final difficulty of the street views (0..1)
+    val_difficulty: float = 1.0  # difficulty of the validation street views
     val_items: int = 1000
     val_distractors: int = 4000
     val_every: int = 500
@@ -327,7 +329,7 @@ class _Trainer:
     # -- validation --------------------------------------------------------------------------
     def validate(self, model) -> dict:
         if not hasattr(self, "_val_q"):
-            self._val_q = self.street_tensor(self.val_items, (10**9, 0), 1.0)
+            self._val_q = self.street_tensor(self.val_items, (10**9, 0), self.r.val_difficulty)
             self._val_g = self.shop_tensor(self.val_gallery)
         q = self.embed(model, self._val_q)
         g = self.embed(model, self._val_g)
@@ -383,7 +385,7 @@ def train_metric(
     t0 = time.time()
 
     tr = _Trainer(data, r, run_dir)
-    model = build_model(r.arch())
+    model = build_model(r.arch(), pretrained=r.pretrained)
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     step, history, mined = 0, [], None
     elapsed_before = 0.0
