@@ -39,12 +39,12 @@ class PgVectorIndex(VectorIndex):
         return "[" + ",".join(f"{x:.8g}" for x in np.asarray(query, dtype=np.float32).tolist()) + "]"
 
     def _settings(self, c, m: int, max_scan: int | None = None) -> None:
-        c.execute(
-            sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(min(1000, max(self.ef_search, m))))
-        )
-        c.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        """Per-query HNSW settings, in one round trip (they end with the transaction)."""
+        ef = min(1000, max(self.ef_search, m))
+        text = f"SET LOCAL hnsw.ef_search = {int(ef)}; SET LOCAL hnsw.iterative_scan = relaxed_order"
         if max_scan is not None:
-            c.execute(sql.SQL("SET LOCAL hnsw.max_scan_tuples = {}").format(sql.Literal(max_scan)))
+            text += f"; SET LOCAL hnsw.max_scan_tuples = {int(max_scan)}"
+        c.execute(text)
 
     # --- image-level VectorIndex ------------------------------------------------------------
     def search(
