@@ -374,7 +374,51 @@ def bench_pgvector(url: str, queries, truth, ftruth, efs, res: dict, out: Path) 
     cat.close()
 
 
+def report(path: Path) -> str:
+    """Markdown tables of a results file (for BENCHMARKS.md)."""
+    r = json.loads(path.read_text())
+    wall = r.get("wall_s", "?")
+    lines = [f"`{r['command']}` — {r['date']}, n = {r['n']:,}, {r['queries']} queries, wall {wall} s", ""]
+    for name, d in r["datasets"].items():
+        lines += [f"**{name}** (n = {r['n']:,} x 128)", ""]
+        lines += ["| system | build | ef | recall@10 | QPS | p50 ms | p99 ms |", "|---" * 7 + "|"]
+        rows = [
+            ("embedded store (catalog-level)", d.get("embedded", {}), "ef", "index_build_s"),
+            ("raw usearch (same graph)", d.get("embedded", {}), "raw_usearch_ef", None),
+            ("faiss IndexHNSWFlat M=32", d.get("faiss_hnsw", {}), "ef", "build_s"),
+            ("pgvector HNSW (catalog-level)", d.get("pgvector", {}), "ef", "hnsw_build_s"),
+        ]
+        for label, sub, key, build in rows:
+            for ef, m in sub.get(key, {}).items():
+                b = f"{sub.get(build)} s" if build and sub.get(build) is not None else ""
+                lines.append(
+                    f"| {label} | {b} | {ef} | {m['recall@10']:.3f} | {m['qps']:.0f} | {m['p50_ms']:.2f} | "
+                    f"{m['p99_ms']:.2f} |"
+                )
+        head = "| filtered (catalog-level) | selectivity | ef | recall@10 | min results | QPS | p50 ms | p99 ms |"
+        lines += ["", head, "|---" * 8 + "|"]
+        for label, sub in (("embedded", d.get("embedded", {})), ("pgvector", d.get("pgvector", {}))):
+            for tier, m in sub.get("filtered", {}).items():
+                size = d["tier_sizes"][tier]
+                lines.append(
+                    f"| {label} | {tier} ({size:,}) | {sub.get('filter_ef')} | {m['recall@10']:.3f} | "
+                    f"{m['min_results']} | {m['qps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
+                )
+        c = d.get("churn")
+        if c:
+            lines += [
+                "",
+                f"churn (30% deleted + re-added, ef {c.get('ef')}): recall {c.get('fresh_recall@10')} -> "
+                f"{c.get('churned_recall@10')} (delta {c.get('delta')}), {c.get('churn_s')} s",
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        print(report(Path(sys.argv[2])))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=1000)
