@@ -395,7 +395,7 @@ def report(path: Path) -> str:
                     f"| {label} | {b} | {ef} | {m['recall@10']:.3f} | {m['qps']:.0f} | {m['p50_ms']:.2f} | "
                     f"{m['p99_ms']:.2f} |"
                 )
-        head = "| filtered (catalog-level) | selectivity | ef | recall@10 | min results | QPS | p50 ms | p99 ms |"
+        head = "| filtered | selectivity | ef | recall@10 | min results | QPS | p50 ms | p99 ms |"
         lines += ["", head, "|---" * 8 + "|"]
         for label, sub in (("embedded", d.get("embedded", {})), ("pgvector", d.get("pgvector", {}))):
             for tier, m in sub.get("filtered", {}).items():
