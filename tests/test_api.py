@@ -521,6 +521,7 @@ def test_stats_health_ready(client):
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["checks"]["database"] == "ok"
     assert r.json()["checks"]["model"].startswith("ok (pixels, 1024 dims)")
+    assert r.json()["checks"]["index"] == "ok"
 
 
 def test_readyz_reports_a_model_that_cannot_load(db_url):
@@ -532,6 +533,26 @@ def test_readyz_reports_a_model_that_cannot_load(db_url):
         assert r.json()["status"] == "unavailable" and r.json()["checks"]["database"] == "ok"
         assert "nosuchfamily" in r.json()["checks"]["model"]
         assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_reports_a_catalog_without_vectors_for_its_model(tmp_path):
+    db = index_small_catalog(str(tmp_path / "c.db"), n=10)  # vectors under "pixels"
+    with Catalog.open(db) as cat:
+        cat.store.set_meta("model", "default")  # ...but the catalog says it uses "default"
+    with TestClient(create_app(Settings(), db=db), raise_server_exceptions=False) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert r.json()["checks"]["index"].startswith("failed: ModelMismatchError")
+        assert "re-index" in r.json()["checks"]["index"]
+        assert_error(client.post("/v1/search", json={"product_id": "fmnist-test-1"}), 503, "model_mismatch")
+
+
+def test_warm_up_at_startup_builds_the_index_before_the_first_search(indexed_db):
+    app = create_app(Settings(), db=indexed_db, warm_up=True)
+    with TestClient(app) as client:
+        assert app.state.service.warm_up.wait(30)
+        assert app.state.service.warm_up.state == "ok"
+        assert client.get("/readyz").json()["checks"]["index"] == "ok"
 
 
 def test_database_failure_is_503_without_a_trace(tmp_path):

@@ -96,11 +96,13 @@ def create_app(
     *,
     inference_threads: int | None = None,
     max_pending: int | None = None,
+    warm_up: bool = False,
 ) -> FastAPI:
     """Build the app over a catalog (a path/URL to open, an open Catalog, or the settings' default db).
 
     ``inference_threads`` searches run at once (default: CPU count, at most 4); beyond
-    ``max_pending`` running or queued searches (default 64) requests get 429."""
+    ``max_pending`` running or queued searches (default 64) requests get 429. ``warm_up`` loads the
+    model and the search index in the background at startup instead of on first use."""
     if isinstance(db, Catalog):
         settings = settings or db.settings
         catalog, own = db, False
@@ -112,6 +114,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if warm_up:
+            service.warm_up.start()  # in a thread: the server answers (and /readyz says 503) meanwhile
         yield
         service.close()
 
@@ -154,7 +158,7 @@ def serve(
     """Run the service on uvicorn until interrupted (one process; searches run in a thread pool)."""
     import uvicorn
 
-    app = create_app(settings, db)
+    app = create_app(settings, db, warm_up=True)
     uvicorn.run(
         app,
         host=host,

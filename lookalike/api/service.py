@@ -8,6 +8,7 @@ be running or waiting at once; past that bound requests are refused with 429 ins
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -16,12 +17,14 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
+import numpy as np
 
 from lookalike.api.errors import APIError
 from lookalike.catalog import Catalog
 from lookalike.config import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("lookalike.api")
 
 
 def _default_threads() -> int:
@@ -111,6 +114,44 @@ class ProductLocks:
                 self._locks[product_id] = (lock, users - 1)
 
 
+class WarmUp:
+    """Load the model and build (or load) the search index in a background thread, once.
+
+    A large catalog's vector index can take a while to build the first time; doing it here keeps
+    that off the first user's request, and ``/readyz`` says "warming up" until it is done."""
+
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+        self.state = "not started"
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            running = self._thread is not None and not self._done.is_set()
+            if running or self.state == "ok":
+                return
+            self.state = "warming up (loading the model, building the search index)"
+            self._done.clear()
+            self._thread = threading.Thread(target=self._run, name="lookalike-warm-up", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            embedder = self.catalog.embedder()
+            self.catalog.search_vector(np.zeros(embedder.dim, dtype=np.float32), k=1)
+            self.state = "ok"
+        except Exception as exc:  # reported by /readyz; a later /readyz retries
+            log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)
+            self.state = f"failed: {type(exc).__name__}: {exc}"
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+
 class Service:
     def __init__(
         self,
@@ -128,6 +169,7 @@ class Service:
         self.inference = InferenceGate(threads, max(max_pending, threads))
         self.product_locks = ProductLocks()
         self.own_catalog = own_catalog
+        self.warm_up = WarmUp(catalog)
 
     def close(self) -> None:
         if self.own_catalog:

@@ -18,6 +18,7 @@ router = APIRouter(tags=["system"])
 log = logging.getLogger("lookalike.api")
 
 READY_TIMEOUT_S = 60.0  # the first check loads the model
+WARM_UP_WAIT_S = 5.0  # how long /readyz waits for a warm-up in progress before answering 503
 
 
 def redact_db_url(url: str) -> str:
@@ -67,8 +68,9 @@ def _check_model(service) -> str:
     responses={503: {"model": HealthStatus, "description": "Not ready"}},
 )
 async def readyz(service: ServiceDep) -> JSONResponse:
-    """Ready when the database answers and the catalog's model loads (it is loaded once, here or by the
-    first search). 503 with the failing check otherwise."""
+    """Ready when the database answers, the catalog's model loads and the search index is built or
+    loaded (the warm-up runs once, at startup under `lookalike serve`, or on the first call here).
+    503 with the failing or pending check otherwise."""
     checks: dict[str, str] = {}
     ready = True
     for name, check in (("database", _check_database), ("model", _check_model)):
@@ -82,5 +84,11 @@ async def readyz(service: ServiceDep) -> JSONResponse:
             log.warning("readiness check %s failed: %s", name, exc)
             checks[name] = f"failed: {type(exc).__name__}: {exc}"
             ready = False
+    if ready:
+        warm = service.warm_up
+        warm.start()
+        await anyio.to_thread.run_sync(warm.wait, WARM_UP_WAIT_S, abandon_on_cancel=True)
+        checks["index"] = warm.state
+        ready = warm.state == "ok"
     body = HealthStatus(status="ok" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
