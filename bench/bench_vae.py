@@ -39,7 +39,7 @@ MODELS = {
     "vae": {"model": "vae"},
     "beta4": {"model": "beta-vae", "beta": 4.0},
     "wae": {"model": "wae-mmd"},
-    "beta-c": {"model": "beta-vae", "capacity": 25.0, "gamma": 100.0},
+    "beta-c": {"model": "beta-vae", "capacity": 25.0, "gamma": 100.0, "capacity_steps": 1000},
 }
 
 
