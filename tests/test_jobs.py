@@ -84,6 +84,11 @@ def test_cli_async_without_redis_runs_in_process(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "submitted index job" in out.stdout and "succeeded" in out.stdout
+    job_id = out.stdout.split("submitted index job ")[1].split()[0]
+    out = subprocess.run(
+        [LOOKALIKE, "job", job_id, "--db", db], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "succeeded" in out.stdout and "40/40 products indexed" in out.stdout
     out = subprocess.run([LOOKALIKE, "worker"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "LOOKALIKE_REDIS_URL is not set" in out.stderr
 
