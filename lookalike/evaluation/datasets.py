@@ -66,6 +66,7 @@ def street_to_shop(
     seed: int = 0,
     distractors: int | None = None,
     size: tuple[int, int] = (64, 320),
+    difficulty: float = 1.0,
 ) -> tuple[QuerySet, Gallery]:
     """``distractors`` limits the gallery to the queries' own shop images plus that many others."""
     xtr, ytr = load_split("train")
@@ -73,7 +74,7 @@ def street_to_shop(
     idx = _subset(len(xte), n_queries, seed)
     # views are rendered once and kept in memory (about 90 kB each at the default sizes)
     views, clean = [], np.zeros(len(idx), dtype=bool)
-    aug = StreetViewAugment(size=size)
+    aug = StreetViewAugment(size=size, difficulty=difficulty)
     for j, i in enumerate(idx):
         views.append(aug(xte[i], np.random.default_rng([seed, 424242, int(i)])))
         clean[j] = StreetViewAugment.is_clean(aug.last_params)

@@ -134,13 +134,24 @@ class StreetViewAugment:
             inten[dy0 : dy0 + ch, dx0 : dx0 + cw] = m[sy0 : sy0 + ch, sx0 : sx0 + cw]
         visible = float(inten.sum() / max(m.sum(), 1e-6))
 
-        # compose: opacity from the product's intensity, colour = tint shaded by the intensity
-        gain = rng.uniform(1.0, 4.0)
-        alpha = np.clip(inten * gain, 0, 1) ** rng.uniform(0.6, 1.5)
-        tint = rng.random(3, dtype=np.float32)
-        if rng.random() < 0.5:  # keep a light product half of the time, as in the catalog
-            tint = 0.5 + 0.5 * tint
-        flat = rng.uniform(0.0, 0.8)
+        # compose: opacity from the product's intensity, colour = tint shaded by the intensity;
+        # the tint is redrawn until the product stands out from the background (a photo where it
+        # does not is not a usable query), light or dark against it
+        gain = rng.uniform(1.0, 2.5)
+        alpha = np.clip(inten * gain, 0, 1) ** rng.uniform(0.7, 1.3)
+        flat = rng.uniform(0.0, 0.4)
+        luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        under = alpha > 0.3
+        bg_luma = float((bg[under] if under.any() else bg.reshape(-1, 3)).mean(0) @ luma)
+        min_gap = 0.25 * (0.4 + 0.6 * (1 - d))
+        for _ in range(20):
+            tint = rng.random(3, dtype=np.float32)
+            if rng.random() < 0.5:  # a light product half of the time, as in the catalog
+                tint = 0.5 + 0.5 * tint
+            if abs(float(tint @ luma) * (flat + (1 - flat) * 0.7) - bg_luma) >= min_gap:
+                break
+        else:
+            tint = np.full(3, 1.0 if bg_luma < 0.5 else 0.1, dtype=np.float32)
         item_rgb = tint * (flat + (1 - flat) * inten[..., None])
         out = bg * (1 - alpha[..., None]) + item_rgb * alpha[..., None]
 
