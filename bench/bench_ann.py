@@ -37,6 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 K = 10
+#: threads for every index build (faiss, usearch, pgvector): half the cores, see HNSWIndex.threads
+BUILD_THREADS = max(1, (os.cpu_count() or 1) // 2)
 MODEL = "bench128"
 TIERS = [("t50", 0.5), ("t5", 0.05), ("t01", 0.001)]
 
@@ -151,7 +153,7 @@ def tiers_for(n: int, rng: np.random.Generator) -> np.ndarray:
 def bench_faiss(data, queries, truth, efs, res: dict, out: Path) -> None:
     import faiss
 
-    faiss.omp_set_num_threads(2)
+    faiss.omp_set_num_threads(BUILD_THREADS)
     index = faiss.IndexHNSWFlat(data.shape[1], 32, faiss.METRIC_INNER_PRODUCT)  # same M as HNSWIndex
     index.hnsw.efConstruction = 128
     t0 = time.perf_counter()
@@ -326,7 +328,7 @@ def load_postgres(url: str, data: np.ndarray, tiers: np.ndarray) -> dict:
             log(f"postgres copy {timings['copy_s']}s")
             cur.execute("ANALYZE")
             cur.execute("SET maintenance_work_mem = '6GB'")
-            cur.execute("SET max_parallel_maintenance_workers = 1")
+            cur.execute(f"SET max_parallel_maintenance_workers = {BUILD_THREADS - 1}")
             t0 = time.perf_counter()
             cur.execute(
                 f"CREATE INDEX {index_name(MODEL)} ON embeddings USING hnsw ((vector::vector(128)) "
@@ -440,6 +442,7 @@ def main() -> None:
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
+        "build_threads": BUILD_THREADS,
             "n": args.n,
             "queries": args.queries,
             "datasets": {},
