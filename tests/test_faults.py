@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -76,10 +77,18 @@ def test_redis_restart_mid_job(tmp_path, redis_server, workers):
     job = submit_index_job("fashion-mnist:test", db=db, model="pixels", limit=n, batch_products=15)
     _wait(lambda: _running_batches(db, job["id"]), 60, "the worker to start")
     redis_server.stop()
+    stopped_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     time.sleep(2)
     redis_server.start()  # same port, same append-only file: queued messages are still there
     job = wait_for_job(job["id"], db, timeout=120, workers=workers)
     assert_exact(db, job, n)
+    with Catalog.open(db) as cat:
+        with cat.store._tx() as c:
+            (after,) = c.execute(
+                "SELECT COUNT(*) FROM job_batches WHERE job_id = ? AND started_at > ?",
+                (job["id"], stopped_at),
+            ).fetchone()
+    assert after > 0, "batches ran after the restart (the job was not already done)"
 
 
 def test_postgres_restart_under_load_fails_clearly_then_reconnects(
