@@ -109,6 +109,7 @@ class LocalPostgres:
         # the unprivileged user must reach the data folder and run the binaries
         ensure_prefix_permissions(self.pgdata)
         bin_dir = _bin("postgres").parent
+        ensure_prefix_permissions(bin_dir)  # e.g. a checkout under /root (mode 0700)
         ensure_folder_permissions(bin_dir, 0o055)
         ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
         ensure_folder_permissions(bin_dir.parent / "share", 0o044)
