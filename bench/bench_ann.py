@@ -417,9 +417,44 @@ def report(path: Path) -> str:
     return "\n".join(lines)
 
 
+def plot(path: Path, png: Path) -> None:
+    """Recall@10 vs QPS per system and dataset (docs/img/scale-out-ann.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = json.loads(path.read_text())
+    names = list(r["datasets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        d = r["datasets"][name]
+        for label, sub, key, style in [
+            ("embedded store (catalog)", d.get("embedded", {}), "ef", "o-"),
+            ("raw usearch", d.get("embedded", {}), "raw_usearch_ef", "s--"),
+            ("faiss IndexHNSWFlat", d.get("faiss_hnsw", {}), "ef", "^-"),
+            ("pgvector (catalog)", d.get("pgvector", {}), "ef", "d-"),
+        ]:
+            pts = sorted((m["recall@10"], m["qps"]) for m in sub.get(key, {}).values())
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=4)
+        ax.axvline(0.95, color="grey", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("recall@10")
+        ax.set_ylabel("queries / s (one thread)")
+        ax.set_title(f"{name}, n = {r['n']:,} x 128")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--report":
         print(report(Path(sys.argv[2])))
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--plot":
+        plot(Path(sys.argv[2]), Path(sys.argv[3]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
