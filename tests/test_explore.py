@@ -314,3 +314,12 @@ def test_explore_cli(catalog_db, tmp_path):
     assert json.loads(r.output)["labelled_rows"] == 1
     r = runner.invoke(app, ["explore", "traverse", "fmnist-test-0", "--model", "pixels", *db])
     assert isinstance(r.exception, ModelError)
+    r = runner.invoke(app, ["explore", "map", "--limit", "60", "--out", str(tmp_path / "m"), *db])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "m" / "map-tsne.png").is_file() and (tmp_path / "m" / "map-tsne.html").is_file()
+    r = runner.invoke(app, ["explore", "impute", "category", "--out", str(tmp_path / "p.csv"), "--json", *db])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["holdout"] == 60
+    expr = "fmnist-test-0 + fmnist-test-1"
+    r = runner.invoke(app, ["explore", "arithmetic", expr, "--out", str(tmp_path), *db])
+    assert r.exit_code == 0 and (tmp_path / "arithmetic.png").is_file()
