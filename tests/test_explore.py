@@ -140,6 +140,19 @@ def test_decoding_commands_need_a_vae(cat):
         latent_arithmetic(pixels, "fmnist-test-0 + fmnist-test-1")
 
 
+def test_vae_explore_on_a_catalog_indexed_with_another_model(vae_path, tmp_path):
+    """No VAE vectors in the catalog: products are embedded from their stored thumbnails on the fly."""
+    with Catalog.open(tmp_path / "pixels.db") as other:
+        other.index("fashion-mnist:test", model="pixels", limit=60, report_path=tmp_path / "r.json",
+                    progress=False)  # fmt: skip
+        space = LatentSpace(other, f"vae:{vae_path}")
+        t = traverse(space, "fmnist-test-0", steps=3, top=2)
+        assert len(t.rows) == 2 and not space.embedded_on_the_fly  # ranking needs ids only
+        r = interpolate(space, "fmnist-test-0", "fmnist-test-1", steps=4)
+        assert space.embedded_on_the_fly
+        assert r.nearest[0].product_id == "fmnist-test-0" and r.nearest[-1].product_id == "fmnist-test-1"
+
+
 # -- traversal / arithmetic --------------------------------------------------------------------------
 def test_traversal_grid_ranks_dimensions_by_effect(space, tmp_path):
     t = traverse(space, "fmnist-test-3", steps=5, top=4)

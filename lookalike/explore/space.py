@@ -95,15 +95,18 @@ class LatentSpace:
             self._ids, self._vecs = list(ids), np.asarray(vecs, dtype=np.float32)
         return self._ids, self._vecs
 
+    def product_ids(self) -> list[str]:
+        """Every indexed product id, without embedding anything."""
+        if self._ids is not None:
+            return self._ids
+        for model in (self.model, self.catalog.model, *self.catalog.stats().get("models", {})):
+            ids, _ = self.catalog.product_vectors(model)
+            if ids:
+                return list(ids)
+        raise InvalidRequest("the catalog has no indexed products to explore")
+
     def _embed_all(self) -> tuple[list[str], np.ndarray]:
-        ids, _ = self.catalog.product_vectors(self.catalog.model)
-        if not ids:
-            for other in self.catalog.stats().get("models", {}):
-                ids, _ = self.catalog.product_vectors(other)
-                if ids:
-                    break
-        if not ids:
-            raise InvalidRequest("the catalog has no indexed products to explore")
+        ids = self.product_ids()
         images = []
         with progress_bar(f"embedding catalog with {self.model}", total=len(ids)) as advance:
             for pid in ids:

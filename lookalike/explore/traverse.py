@@ -60,7 +60,7 @@ def rank_dimensions(
     ends[np.arange(d) * 2 + 1, np.arange(d)] = high
     decoded = vae.decode_array(ends).reshape(d, 2, -1)
     effect = np.abs(decoded[:, 0] - decoded[:, 1]).mean(axis=1)
-    ids, _ = space.vectors()
+    ids = space.product_ids()
     rng = np.random.default_rng(0)
     pick = rng.choice(len(ids), size=min(sample, len(ids)), replace=False)
     variance = space.latents([ids[i] for i in pick]).var(axis=0) if len(pick) > 1 else np.zeros(d)
