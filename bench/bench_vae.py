@@ -26,6 +26,7 @@ from lookalike.datasets.fashion_mnist import load_split
 from lookalike.train.vae import VAETrainConfig, build_model, train_vae
 from lookalike.train.vae.metrics import (
     active_units,
+    dci,
     encode_means,
     interpolation_smoothness,
     knn_accuracy,
@@ -65,14 +66,15 @@ def main() -> None:
 
     x_train, y_train = load_split("train")
     x_test, y_test = load_split("test")
+    if args.train_limit:
+        x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
+    factor_images, factor_levels, factor_names = synthetic_factor_images(x_test, n=args.factor_samples)
     if args.table_only:
-        fill_kl_per_dim(results, out, x_test)
+        fill_missing(results, out, x_train, x_test, factor_images, factor_levels)
         results_path.write_text(json.dumps(results, indent=1))
         (out / "results.md").write_text(markdown_table(results))
         print(markdown_table(results))
         return
-    if args.train_limit:
-        x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
 
     if "pixels" not in results:
         t0 = time.monotonic()
@@ -84,16 +86,8 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=1))
     print("pixels kNN", results["pixels"])
 
-    factor_images, factor_levels, factor_names = synthetic_factor_images(x_test, n=args.factor_samples)
-    if "pca" not in results:
-        from sklearn.decomposition import PCA
-
-        sub = x_train[:20000]
-        pca = PCA(16, random_state=0).fit(sub.reshape(len(sub), -1) / 255.0)
-        codes = pca.transform(factor_images.reshape(len(factor_images), -1) / 255.0)
-        results["pca16"] = mutual_information_gap(codes, factor_levels)
-        results["pca"] = True
-        results_path.write_text(json.dumps(results, indent=1))
+    fill_missing(results, out, x_train, x_test, factor_images, factor_levels)
+    results_path.write_text(json.dumps(results, indent=1))
 
     for latent in [int(v) for v in args.latents.split(",")]:
         for key in args.models.split(","):
@@ -137,14 +131,16 @@ def main() -> None:
                 "kl_total": None if kl is None else float(kl.sum()),
                 "kl_per_dim": None if kl is None else [round(float(v), 5) for v in kl],
                 "interpolation": interpolation_smoothness(model, x_test),
-                "mig": mutual_information_gap(encode_means(model, factor_images), factor_levels),
+                "mig": mutual_information_gap(
+                    factor_codes := encode_means(model, factor_images), factor_levels
+                ),
+                "dci": dci(factor_codes, factor_levels),
             }
             row["eval_seconds"] = round(time.monotonic() - t0, 1)
             results[name] = row
             results_path.write_text(json.dumps(results, indent=1))
             print(name, json.dumps(row), flush=True)
 
-    fill_kl_per_dim(results, out, x_test)
     results["_meta"] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
@@ -157,22 +153,35 @@ def main() -> None:
     print(markdown_table(results))
 
 
-def fill_kl_per_dim(results: dict, out: Path, x_test: np.ndarray) -> None:
-    """Add the test KL per dimension to rows measured before it was recorded."""
+def fill_missing(results: dict, out: Path, x_train, x_test, factor_images, factor_levels) -> None:
+    """Add measurements introduced after some rows were recorded (KL per dimension, DCI) and the
+    PCA-16 reference for the disentanglement scores."""
+    if "pca16" not in results or "dci" not in results["pca16"]:
+        from sklearn.decomposition import PCA
+
+        sub = x_train[:20000]
+        pca = PCA(16, random_state=0).fit(sub.reshape(len(sub), -1) / 255.0)
+        codes = pca.transform(factor_images.reshape(len(factor_images), -1) / 255.0)
+        results["pca16"] = mutual_information_gap(codes, factor_levels) | {"dci": dci(codes, factor_levels)}
     for name, row in results.items():
-        if isinstance(row, dict) and "latent_dim" in row and "kl_per_dim" not in row:
-            payload = load_checkpoint(out / name / "model.pt", kind="vae")
-            model = build_model(payload["arch"])
-            model.load_state_dict(payload["state_dict"])
+        if not isinstance(row, dict) or "latent_dim" not in row or ("kl_per_dim" in row and "dci" in row):
+            continue
+        payload = load_checkpoint(out / name / "model.pt", kind="vae")
+        model = build_model(payload["arch"])
+        model.load_state_dict(payload["state_dict"])
+        model.eval()
+        if "kl_per_dim" not in row:
             kl = mean_kl_per_dim(model, x_test)
             row["kl_per_dim"] = None if kl is None else [round(float(v), 5) for v in kl]
+        if "dci" not in row:
+            row["dci"] = dci(encode_means(model, factor_images), factor_levels)
 
 
 def markdown_table(results: dict) -> str:
     lines = [
         "| model | z | epochs | train s | test MSE/pixel | active units | dims with KL > 0.1 | kNN@5 acc "
-        "| KL (nats) | interp. mean step (max/mean) | MIG |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| KL (nats) | interp. mean step (max/mean) | MIG | DCI D / C / I |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     fade = None
     for name, row in results.items():
@@ -189,14 +198,24 @@ def markdown_table(results: dict) -> str:
             f"| {row['test_mse']:.4f} | {row['active_units']}/{row['latent_dim']} | {informative} "
             f"| {row['knn5']:.3f} | {kl} "
             f"| {interp['model_mean_step']:.4f} ({interp['model_max_over_mean']:.2f}) "
-            f"| {row['mig']['mig']:.3f} |"
+            f"| {row['mig']['mig']:.3f} | {_dci(row.get('dci'))} |"
         )
     if "pixels" in results:
         px = results["pixels"]["knn5"]
         step = f"{fade['crossfade_mean_step']:.4f} ({fade['crossfade_max_over_mean']:.2f})" if fade else "—"
-        mig = f"{results['pca16']['mig']:.3f} (PCA-16)" if "pca16" in results else "—"
-        lines.append(f"| raw pixels / cross-fade | 784 | — | — | 0 | — | — | {px:.3f} | — | {step} | {mig} |")
+        pca = results.get("pca16", {})
+        mig = f"{pca['mig']:.3f} (PCA-16)" if "mig" in pca else "—"
+        ref = f"{_dci(pca.get('dci'))} (PCA-16)"
+        lines.append(
+            f"| raw pixels / cross-fade | 784 | — | — | 0 | — | — | {px:.3f} | — | {step} | {mig} | {ref} |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _dci(d: dict | None) -> str:
+    if not d:
+        return "—"
+    return f"{d['disentanglement']:.3f} / {d['completeness']:.3f} / {d['informativeness']:.2f}"
 
 
 if __name__ == "__main__":

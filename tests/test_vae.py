@@ -17,6 +17,7 @@ from lookalike.train.vae.data import to_tensor
 from lookalike.train.vae.losses import imq_kernel, kl_per_dim, mmd_imq, reconstruction_loss
 from lookalike.train.vae.metrics import (
     active_units,
+    dci,
     encode_means,
     interpolation_smoothness,
     knn_accuracy,
@@ -254,6 +255,18 @@ def test_mig_is_high_for_an_axis_aligned_code_and_low_for_noise():
     # two latents that both copy a factor leave no gap
     copied = np.concatenate([aligned[:, :1], aligned[:, :1] + rng.normal(0, 0.1, (2000, 1))], axis=1)
     assert mutual_information_gap(copied, factors[:, :1])["mig"] < 0.3
+
+
+def test_dci_prefers_one_latent_per_factor_over_mixtures():
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 5, size=(2000, 3))
+    aligned = dci(factors + rng.normal(0, 0.1, size=factors.shape), factors)
+    mixed = dci(factors @ rng.normal(size=(3, 3)) + rng.normal(0, 0.1, size=(2000, 3)), factors)
+    noise = dci(rng.normal(size=(2000, 3)), factors)
+    assert aligned["disentanglement"] > 0.9 and aligned["completeness"] > 0.9
+    assert mixed["disentanglement"] < aligned["disentanglement"] - 0.3
+    assert aligned["informativeness"] > 0.95 and noise["informativeness"] < 0.35
+    assert noise["disentanglement"] < 0.1
 
 
 def test_synthetic_factor_images_change_the_pictures(fmnist_test):

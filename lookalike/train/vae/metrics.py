@@ -159,3 +159,38 @@ def mutual_information_gap(codes: np.ndarray, factors: np.ndarray, bins: int = 2
         second = top[1] if len(top) > 1 else 0.0
         gaps.append((top[0] - second) / entropy if entropy > 0 else 0.0)
     return {"mig": float(np.mean(gaps)), "per_factor": [float(g) for g in gaps]}
+
+
+def _entropy(p: np.ndarray, base: int, axis: int) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1.0)
+    return -(p * np.log(p) / np.log(base)).sum(axis=axis)
+
+
+def dci(
+    codes: np.ndarray, factors: np.ndarray, *, seed: int = 0, train_fraction: float = 0.8
+) -> dict[str, float]:
+    """DCI (Eastwood & Williams 2018) with random-forest importances: disentanglement (each latent explains
+    one factor), completeness (each factor lives in one latent), informativeness (held-out accuracy)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    n_codes, n_factors = codes.shape[1], factors.shape[1]
+    split = int(len(codes) * train_fraction)
+    importance = np.zeros((n_codes, n_factors))
+    accuracy = []
+    for k in range(n_factors):
+        forest = RandomForestClassifier(
+            n_estimators=30, max_depth=8, max_features=None, min_samples_leaf=20, random_state=seed, n_jobs=1
+        )
+        forest.fit(codes[:split], factors[:split, k])
+        importance[:, k] = forest.feature_importances_
+        accuracy.append(forest.score(codes[split:], factors[split:, k]))
+    per_code = importance / np.maximum(importance.sum(axis=1, keepdims=True), 1e-12)
+    disentangled = 1.0 - _entropy(per_code, n_factors, axis=1)
+    weight = importance.sum(axis=1) / max(importance.sum(), 1e-12)
+    per_factor = importance / np.maximum(importance.sum(axis=0, keepdims=True), 1e-12)
+    complete = 1.0 - _entropy(per_factor, max(n_codes, 2), axis=0)
+    return {
+        "disentanglement": float((weight * disentangled).sum()),
+        "completeness": float(complete.mean()),
+        "informativeness": float(np.mean(accuracy)),
+    }
