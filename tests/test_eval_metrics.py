@@ -79,3 +79,46 @@ def test_evaluate_compares_embedders_on_real_images(tmp_path):
     paths = write_report(res, tmp_path, queries, gallery, n_examples=2, k=2)
     assert "| `pixels` | clean | 3 |" in paths["md"].read_text()
     assert Image.open(paths["png"]).size[0] > 100
+
+
+def test_eval_cli_on_your_own_photos(tmp_path):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    shop = tmp_path / "shop"
+    for i in range(4):
+        (shop / f"cat{i % 2}").mkdir(parents=True, exist_ok=True)
+        _shape(i).save(shop / f"cat{i % 2}" / f"sku-{i}.png")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rows = ["product_id,path,clean"]
+    for i in (0, 3):
+        _shape(i, 40).convert("RGB").save(photos / f"p{i}.jpg")
+        rows.append(f"sku-{i},photos/p{i}.jpg,{1 if i == 0 else 0}")
+    (tmp_path / "street.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "report"
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "-m",
+            "pixels",
+            "--street",
+            str(tmp_path / "street.csv"),
+            "--gallery",
+            str(shop),
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    import json
+
+    doc = json.loads((out / "custom.json").read_text())
+    assert doc["n_queries"] == 2 and doc["n_gallery"] == 4 and doc["n_clean"] == 1
+    assert doc["results"]["pixels"]["full"]["instance"]["R@1"] == 1.0
+    (tmp_path / "bad.csv").write_text("product_id,path\nsku-9,photos/p0.jpg\n")
+    r = CliRunner().invoke(app, ["eval", "--street", str(tmp_path / "bad.csv"), "--gallery", str(shop)])
+    assert r.exit_code != 0
+    assert "sku-9" in str(r.exception)

@@ -30,6 +30,13 @@ def eval_cmd(
     out: Annotated[
         Path, typer.Option(help="Report folder: PROTOCOL.md, PROTOCOL.json, PROTOCOL-topk.png.")
     ] = Path("runs/eval"),
+    street: Annotated[
+        Path | None,
+        typer.Option(help="Your own street photos: a CSV of product_id,path[,clean] (needs --gallery)."),
+    ] = None,
+    gallery: Annotated[
+        Path | None, typer.Option(help="With --street: a folder of shop images (file stem = product id).")
+    ] = None,
     distractors: Annotated[
         int | None,
         typer.Option(min=0, help="Sample N distractor gallery images (default: the whole gallery)."),
@@ -38,14 +45,20 @@ def eval_cmd(
 ) -> None:
     """Evaluate embedders on Fashion-MNIST: queries against a gallery with distractors."""
     from lookalike.evaluation import evaluate
-    from lookalike.evaluation.datasets import PROTOCOLS, class_level, street_to_shop
+    from lookalike.evaluation.datasets import PROTOCOLS, class_level, from_files, street_to_shop
     from lookalike.evaluation.report import markdown_table, write_report
 
-    if protocol not in PROTOCOLS:
-        raise InvalidRequest(f"unknown protocol {protocol!r} (choose {', '.join(PROTOCOLS)})")
     models = model or ["pixels", "default"]
-    build = street_to_shop if protocol == "street-to-shop" else class_level
-    q, g = build(queries, seed, distractors)
+    if street is not None or gallery is not None:
+        if street is None or gallery is None:
+            raise InvalidRequest("--street and --gallery go together")
+        protocol = "custom"
+        q, g = from_files(street, gallery)
+    elif protocol not in PROTOCOLS:
+        raise InvalidRequest(f"unknown protocol {protocol!r} (choose {', '.join(PROTOCOLS)})")
+    else:
+        build = street_to_shop if protocol == "street-to-shop" else class_level
+        q, g = build(queries, seed, distractors)
     console.print(f"{protocol}: {len(q)} queries vs {len(g)} gallery images; models {', '.join(models)}")
     result = evaluate(models, q, g, protocol=protocol)
     command = "lookalike " + shlex.join(sys.argv[1:])

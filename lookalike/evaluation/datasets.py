@@ -9,14 +9,19 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from lookalike.datasets.fashion_mnist import load_split
+from lookalike.errors import ImageError, SourceError
 from lookalike.evaluation.protocol import Gallery, QuerySet
 from lookalike.train.metric.augment import StreetViewAugment
 
 PROTOCOLS = ("street-to-shop", "class-level")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 class _ArrayImages:
@@ -107,3 +112,69 @@ def _subset(n: int, k: int | None, seed: int) -> np.ndarray:
     if k is None or k >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng([seed, 17]).choice(n, size=k, replace=False))
+
+
+def from_files(street_csv: str | Path, gallery_dir: str | Path) -> tuple[QuerySet, Gallery]:
+    """Your own photos: a CSV of ``product_id,path[,clean]`` street photos (paths relative to the
+    CSV) searched against a folder of shop images (the file stem is the product id, a sub-folder
+    name the category). Products without a street photo act as distractors."""
+    street_csv, gallery_dir = Path(street_csv), Path(gallery_dir)
+    if not gallery_dir.is_dir():
+        raise SourceError(f"gallery folder {gallery_dir} not found")
+    files = sorted(p for p in gallery_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SourceError(f"{gallery_dir}: no images found")
+    g_ids = np.array([p.stem for p in files])
+    cats = [p.parent.name if p.parent != gallery_dir else "" for p in files]
+    names = sorted(set(cats))
+    g_cls = np.array([names.index(c) for c in cats]) if any(cats) else None
+    cat_of = dict(
+        zip(g_ids.tolist(), (g_cls if g_cls is not None else np.zeros(len(files))).tolist(), strict=True)
+    )
+    if not street_csv.is_file():
+        raise SourceError(f"street photo CSV {street_csv} not found")
+    q_paths, q_ids, q_clean = [], [], []
+    with street_csv.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"product_id", "path"} <= set(reader.fieldnames):
+            raise SourceError(f"{street_csv}: needs product_id and path columns")
+        for n, row in enumerate(reader, 2):
+            if row["product_id"] not in cat_of:
+                raise SourceError(
+                    f"{street_csv} line {n}: product {row['product_id']!r} is not in {gallery_dir}"
+                )
+            path = Path(row["path"])
+            path = path if path.is_absolute() else street_csv.parent / path
+            if not path.is_file():
+                raise ImageError(str(path), f"street photo listed on line {n} does not exist", kind="empty")
+            q_paths.append(path)
+            q_ids.append(row["product_id"])
+            q_clean.append(str(row.get("clean", "1")).strip().lower() not in {"0", "false", "no"})
+    if not q_paths:
+        raise SourceError(f"{street_csv}: no street photos")
+    q_cls = np.array([cat_of[i] for i in q_ids]) if g_cls is not None else None
+    queries = QuerySet(_FileImages(q_paths), np.array(q_ids), q_cls, np.array(q_clean), name=str(street_csv))
+    gallery = Gallery(_FileImages(files), g_ids, g_cls, name=str(gallery_dir))
+    return queries, gallery
+
+
+class _FileImages:
+    """A lazy sequence of images read from files (RGB)."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load(self, p: Path) -> Image.Image:
+        try:
+            with Image.open(p) as img:
+                return img.convert("RGB")
+        except Exception as exc:  # noqa: BLE001
+            raise ImageError(str(p), f"cannot be read as an image ({exc})") from None
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._load(p) for p in self.paths[i]]
+        return self._load(self.paths[i])
