@@ -161,3 +161,14 @@ def test_missing_or_damaged_index_is_rebuilt(catalog, tmp_path, damage):
         again.ann_min_vectors = 0
         assert [h.product_id for h in again.search_vector(q, k=5)] == before
         assert again._ann["pixels"].last_action == "built"
+
+
+def test_exact_filter_cache_follows_deletes(vectors):
+    ids, data, queries = vectors
+    ann = HNSWIndex.build(ids, data)
+    allowed = np.sort(ids[:50])
+    first, _ = ann.search(queries[0], 5, allowed)  # exact (few allowed); vectors now cached
+    ann.remove(first[:1])
+    again, _ = ann.search(queries[0], 5, allowed)
+    assert first[0] not in again and len(again) == 5
+    assert again.tolist()[:4] == first.tolist()[1:]

@@ -21,6 +21,7 @@ import os
 import re
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,12 @@ from lookalike.index.base import VectorIndex
 
 #: catalogs with fewer vectors than this are searched exactly
 ANN_MIN_VECTORS = 20_000
-#: filtered queries allowing at most this many ids are searched exactly
+#: filtered queries allowing at most this many ids, or this fraction of the index, are searched exactly
 EXACT_ALLOWED_MAX = 4_000
+EXACT_ALLOWED_FRACTION = 0.05
+#: the vectors of this many recent exact filters are kept (a filter's allowed ids are one array per
+#: catalog generation, so repeated filtered queries skip reading the vectors out of the graph)
+EXACT_CACHE_FILTERS = 4
 #: rebuild the graph once this fraction of its nodes has been deleted since the last build
 MAX_DELETED_FRACTION = 0.3
 
@@ -62,6 +67,8 @@ class HNSWIndex(VectorIndex):
         )
         #: nodes deleted since the graph was built (usearch keeps them as tombstones)
         self.deleted = 0
+        self._version = 0
+        self._exact_cache: OrderedDict[int, tuple] = OrderedDict()
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, **kwargs) -> HNSWIndex:
@@ -77,6 +84,7 @@ class HNSWIndex(VectorIndex):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
+            self._version += 1
             self._index.add(
                 np.asarray(ids, dtype=np.uint64),
                 np.ascontiguousarray(vectors, dtype=np.float32),
@@ -85,6 +93,7 @@ class HNSWIndex(VectorIndex):
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
+            self._version += 1
             self.deleted += int(np.sum(self._index.remove(np.asarray(ids, dtype=np.uint64))))
 
     def _graph(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,12 +101,28 @@ class HNSWIndex(VectorIndex):
         m = self._index.search(query, count)
         return m.keys.astype(np.int64), (1.0 - m.distances).astype(np.float32)
 
-    def _exact(self, query: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _allowed_vectors(self, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of the allowed ids present in the index, cached per allowed array."""
+        hit = self._exact_cache.get(id(allowed))
+        if hit is not None and hit[0] is allowed and hit[1] == self._version:
+            self._exact_cache.move_to_end(id(allowed))
+            return hit[2], hit[3]
         keys = np.asarray(allowed, dtype=np.int64)
         keys = keys[self._index.contains(keys.astype(np.uint64))]
+        vecs = (
+            np.stack(self._index.get(keys.astype(np.uint64), dtype=np.float32))
+            if len(keys)
+            else np.empty((0, self.dim), dtype=np.float32)
+        )
+        self._exact_cache[id(allowed)] = (allowed, self._version, keys, vecs)
+        while len(self._exact_cache) > EXACT_CACHE_FILTERS:
+            self._exact_cache.popitem(last=False)
+        return keys, vecs
+
+    def _exact(self, query: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keys, vecs = self._allowed_vectors(allowed)
         if len(keys) == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        vecs = np.stack(self._index.get(keys.astype(np.uint64), dtype=np.float32))
         scores = vecs @ query
         k = min(k, len(keys))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(keys) else np.arange(len(keys))
@@ -114,7 +139,7 @@ class HNSWIndex(VectorIndex):
         if allowed is None:
             return self._graph(query, min(k, n))
         allowed = np.asarray(allowed, dtype=np.int64)
-        if len(allowed) <= max(EXACT_ALLOWED_MAX, k):
+        if len(allowed) <= max(EXACT_ALLOWED_MAX, k, EXACT_ALLOWED_FRACTION * n):
             return self._exact(query, k, allowed)
         selectivity = min(1.0, len(allowed) / n)
         count = min(n, math.ceil(k / selectivity * 1.5) + 16)
