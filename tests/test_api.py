@@ -610,3 +610,15 @@ def test_openapi_docs_and_web_page(small_client):
         r = client.get(asset)
         assert r.status_code == 200
         assert not re.search(r"(src|href)=.https?:|url\(.?https?:|import .*https?:", r.text)  # no CDN
+
+
+def test_serve_command_is_documented():
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0, result.output
+    for option in ("--db", "--host", "--port"):
+        assert option in result.output
+    assert "127.0.0.1" in result.output and "8000" in result.output
