@@ -110,6 +110,7 @@ class Catalog:
         self.store = store
         self.settings = settings or get_settings()
         self._views: dict[str, _View] = {}
+        self._fingerprint_checked: set[str] = set()
         self._view_lock = threading.Lock()
         #: builds the vector index for a model's vectors; replaced by the ANN-backed stores
         self.index_factory: Callable[[str, np.ndarray, np.ndarray], VectorIndex] = (
@@ -142,8 +143,31 @@ class Catalog:
         """The model the catalog was indexed with (searches use it unless told otherwise)."""
         return self.store.get_meta("model") or self.settings.model
 
-    def embedder(self, model: str | None = None) -> Embedder:
-        return load_embedder(model or self.model)
+    def embedder(self, model: str | None = None, *, record: bool = False) -> Embedder:
+        """The embedder for ``model``. A catalog remembers the weights (fingerprint) each model was
+        indexed with and refuses to mix in vectors from other weights under the same name."""
+        model = model or self.model
+        embedder = load_embedder(model)
+        if model in self._fingerprint_checked and not record:
+            return embedder
+        key = f"fingerprint:{model}"
+        stored = self.store.get_meta(key)
+        if stored is None and record and embedder.fingerprint:
+            self.store.set_meta(key, embedder.fingerprint)
+        elif stored is not None and embedder.fingerprint and stored != embedder.fingerprint:
+            raise ModelMismatchError(
+                f"model {model!r} now has other weights ({embedder.fingerprint}) than the catalog was "
+                f"indexed with ({stored}); re-index into a new catalog or use the original checkpoint"
+            )
+        self._fingerprint_checked.add(model)
+        return embedder
+
+    def warm(self, model: str | None = None) -> None:
+        """Load the model and build the in-memory search index now, not on the first search."""
+        model = model or self.model
+        self.embedder(model)
+        if self.store.models().get(model):
+            self._view(model)
 
     # --- indexing ---------------------------------------------------------------------------
     def index(
@@ -165,7 +189,7 @@ class Catalog:
             source = ListSource(source)
         src = open_source(source, limit=limit)
         model = model or self.store.get_meta("model") or self.settings.model
-        embedder = self.embedder(model)
+        embedder = self.embedder(model, record=True)
         if self.store.get_meta("model") is None:
             self.store.set_meta("model", model)
         report = IndexReport(source=src.name, model=model)
@@ -195,7 +219,7 @@ class Catalog:
         model = model or self.model
         if self.store.get_meta("model") is None:
             self.store.set_meta("model", model)
-        return self._index_batch(products, self.embedder(model), model, replace_images=replace_images)
+        return self._index_batch(products, self.embedder(model, record=True), model, replace_images=replace_images)
 
     def _load(self, product: SourceProduct, i: int) -> LoadedImage | ImageError:
         try:

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     protect_reads: bool = False
     max_upload_bytes: int = 10 * 1024 * 1024
     request_timeout: float = 30.0
+    #: searches running at once (default: the number of CPU cores)
+    inference_threads: int | None = None
+    #: searches running or queued before the API answers 429
+    max_pending_requests: int = 64
     environment: str = "development"
 
     # scale-out

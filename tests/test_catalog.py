@@ -144,3 +144,36 @@ def test_set_attributes_merges(small_catalog):
     assert p.attributes == {"split": "test", "colour": "grey"}
     hits = small_catalog.search(Image.new("L", (28, 28)), k=5, filters={"colour": "grey"})
     assert [h.product_id for h in hits] == ["fmnist-test-1"]
+
+
+def test_catalog_refuses_vectors_from_other_weights_under_the_same_name(tmp_path, fmnist_test):
+    """A retrained checkpoint at the same path must not silently mix with the catalog's vectors."""
+    import torch
+
+    from lookalike.checkpoint import load_checkpoint, save_checkpoint
+    from lookalike.embedders import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("no shipped default model")
+    ckpt = load_checkpoint(default_model_path())
+    path = tmp_path / "model.pt"
+    fields = {k: ckpt[k] for k in ("kind", "arch", "preprocess", "recipe", "metrics")}
+    save_checkpoint(path, state_dict=ckpt["state_dict"], **fields)
+    name = f"trained:{path}"
+    cat = Catalog.open(tmp_path / "c.db")
+    cat.index("fashion-mnist:test", model=name, limit=50)
+    images, _ = fmnist_test
+    assert cat.search(images[3], k=1)[0].product_id == "fmnist-test-3"
+    retrained = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+                 for k, v in ckpt["state_dict"].items()}
+    save_checkpoint(path, state_dict=retrained, **fields)
+    from lookalike.embedders import _cache
+
+    _cache.clear()
+    fresh = Catalog.open(tmp_path / "c.db")
+    with pytest.raises(ModelMismatchError, match="other weights"):
+        fresh.search(images[3], k=1)
+    with pytest.raises(ModelMismatchError, match="other weights"):
+        fresh.index("fashion-mnist:test", model=name, limit=60)
+    cat.close()
+    fresh.close()

@@ -35,6 +35,20 @@ def resolve_name(name: str) -> str:
     return ALIASES.get(name, name)
 
 
+def _fingerprint(full_name: str, arg: str) -> str:
+    """Identifies the weights behind a name: a checkpoint file's sha256, else the name itself."""
+    import hashlib
+
+    path = Path(arg.split("@")[-1]) if arg else None
+    if path is not None and path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return "sha256:" + digest.hexdigest()[:16]
+    return full_name
+
+
 def load_embedder(name: str = "default", *, cache: bool = True) -> Embedder:
     """Load an embedder by name, once per process (models load lazily, behind a lock)."""
     full = resolve_name(name)
@@ -56,6 +70,7 @@ def load_embedder(name: str = "default", *, cache: bool = True) -> Embedder:
         embedder = module.load(arg)
         if name == "default":
             embedder.name = "default"
+        embedder.fingerprint = _fingerprint(full, arg)
         if cache:
             _cache[full] = embedder
         return embedder

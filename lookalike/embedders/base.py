@@ -30,6 +30,8 @@ class Embedder(ABC):
     batch_size: int = 256
     #: True when the model can also embed text into the same space
     supports_text: bool = False
+    #: identifies the weights (set by load_embedder); a catalog refuses vectors from other weights
+    fingerprint: str = ""
 
     @abstractmethod
     def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
