@@ -13,8 +13,9 @@ from psycopg import sql
 
 from lookalike.index.base import VectorIndex
 
-#: filters matching at most this many products are searched exactly
-EXACT_FILTER_MAX = 10_000
+#: filters matching at most this many products are searched exactly (at 200k vectors an exact
+#: filtered query over 10,000 rows took 65 ms, the iterative index scan far less)
+EXACT_FILTER_MAX = 2_000
 
 
 class PgVectorIndex(VectorIndex):
