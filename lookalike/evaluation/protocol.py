@@ -84,10 +84,10 @@ def score(
     ks: Sequence[int] = KS,
     chunk: int = 256,
 ) -> tuple[dict, np.ndarray]:
-    """Instance- and class-level Recall@K and mAP@R of every query (exact inner-product search).
+    """Instance- and class-level Recall@K and mAP@R over all queries (exact inner-product search).
 
-    Returns ({"instance": {...}, "class": {...}}, per-query dict arrays are not kept) and the top
-    max(ks) neighbour rows. Instance metrics are None when no query's product is in the gallery.
+    Returns ``({"instance": {...}, "class": {...}}, top)`` where ``top`` holds each query's best
+    max(ks) gallery rows. A level is None when no query's label occurs in the gallery.
     """
     q_emb = np.ascontiguousarray(q_emb, dtype=np.float32)
     g_emb = np.ascontiguousarray(g_emb, dtype=np.float32)

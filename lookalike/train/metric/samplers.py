@@ -29,8 +29,8 @@ class CrossDomainSampler:
     """Yields :class:`CrossDomainBatch` es that walk through all identities once per epoch.
 
     ``identity_labels[i]`` is the product identity of training item ``i`` (for Fashion-MNIST every
-    item is its own product, so it is ``arange(N)``). ``groups`` (optional) replaces the random walk
-    with identity groups chosen elsewhere, e.g. anchors with their offline-mined hard negatives.
+    item is its own product, so it is ``arange(N)``). ``batch(step, identities=...)`` builds a batch
+    from identities chosen elsewhere, e.g. anchors with their offline-mined hard negatives.
     """
 
     def __init__(
