@@ -197,3 +197,27 @@ def test_cli_trains_then_evaluates(tmp_path):
         ],
     )
     assert r.exit_code != 0
+
+
+def test_trains_on_a_folder_source_and_refuses_the_test_split(tmp_path):
+    from lookalike.errors import SourceError
+    from lookalike.train.metric.data import load_train_data
+
+    x, y = load_split("train")
+    for i in range(24):
+        folder = tmp_path / "shop" / ("shoes" if y[i] in (5, 7, 9) else "clothes")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i]).save(folder / f"sku-{i}.png")
+    (tmp_path / "shop" / "clothes" / "broken.png").write_bytes(b"not an image")
+    data = load_train_data(str(tmp_path / "shop"))
+    assert len(data) == 24 and data.skipped_images == 1
+    assert set(data.class_labels.tolist()) == {0, 1}
+    res = train_metric(
+        data,
+        MetricRecipe(**(TINY | dict(identities_per_batch=8, limit=None)), steps=2),
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
+    assert res.checkpoint.exists()
+    with pytest.raises(SourceError, match="evaluation only"):
+        load_train_data("fashion-mnist:test")

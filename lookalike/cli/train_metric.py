@@ -27,7 +27,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @train_app.command("metric")
 def train_metric_cmd(
     data: Annotated[
-        str, typer.Option(help="Training catalog: fashion-mnist[:train] or a folder of product images.")
+        str, typer.Option(help="Training catalog: fashion-mnist[:train], an image folder or a CSV/JSONL.")
     ] = "fashion-mnist:train",
     street: Annotated[
         Path | None,

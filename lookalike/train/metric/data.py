@@ -11,46 +11,54 @@ from PIL import Image
 from lookalike.errors import ImageError, SourceError
 from lookalike.train.metric.trainer import TrainData, fashion_mnist_data
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
-
-def _open(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            return img.convert("L").copy()
-    except Exception as exc:  # noqa: BLE001
-        raise ImageError(str(path), f"cannot be read as an image ({exc})") from None
-
 
 def load_train_data(
     source: str, street_csv: str | Path | None = None, *, limit: int | None = None
 ) -> TrainData:
-    """``fashion-mnist[:train]`` or a folder of product images (the file stem is the product id and
-    a sub-folder name, if any, the category). ``street_csv`` adds real customer photos: a CSV with
-    ``product_id,path`` columns, paths relative to the CSV."""
+    """``fashion-mnist[:train]`` or any catalog source (a folder of product images, a CSV/JSONL
+    table; see :func:`lookalike.sources.open_source`). ``street_csv`` adds real customer photos: a
+    CSV with ``product_id,path`` columns, paths relative to the CSV."""
     if source in {"fashion-mnist", "fashion-mnist:train"}:
         data = fashion_mnist_data(limit)
         ids = [f"fmnist-train-{i}" for i in range(len(data))]
-    elif source == "fashion-mnist:test":
+    elif source.startswith("fashion-mnist"):
         raise SourceError("the Fashion-MNIST test split is for evaluation only; train on fashion-mnist:train")
     else:
-        root = Path(source)
-        if not root.is_dir():
-            raise SourceError(f"training source {source!r} is neither fashion-mnist nor a folder")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-        if not files:
-            raise SourceError(f"{root}: no images found")
-        ids = [p.stem for p in files]
-        cats = [p.parent.name if p.parent != root else "" for p in files]
-        classes = None
-        if any(cats):
-            names = sorted(set(cats))
-            classes = np.array([names.index(c) for c in cats])
-        _, identity = np.unique(ids, return_inverse=True)
-        data = TrainData([_open(p) for p in files], identity, classes)
+        data, ids = _from_source(source, limit)
     if street_csv is not None:
         data.street_photos = _street_photos(Path(street_csv), ids)
     return data
+
+
+def _from_source(spec: str, limit: int | None) -> tuple[TrainData, list[str]]:
+    """Any catalog source (folder, CSV/JSONL): every image of a product is a shop image of its
+    identity, its category the class label. Unreadable images are skipped (and counted)."""
+    from lookalike.images import load_image
+    from lookalike.sources import open_source
+
+    images, identity, cats, ids = [], [], [], []
+    skipped = 0
+    for product in open_source(spec, limit=limit):
+        loaded = []
+        for img in product.images:
+            try:
+                loaded.append(load_image(img).image.convert("L"))
+            except ImageError:
+                skipped += 1
+        if not loaded:
+            continue
+        ids.append(product.product_id)
+        for img in loaded:
+            images.append(img)
+            identity.append(len(ids) - 1)
+            cats.append(product.category or "")
+    if len(ids) < 10:
+        raise SourceError(f"training source {spec!r}: need at least 10 readable products, found {len(ids)}")
+    names = sorted(set(cats))
+    classes = np.array([names.index(c) for c in cats]) if any(cats) else None
+    data = TrainData(images, np.array(identity), classes)
+    data.skipped_images = skipped
+    return data, ids
 
 
 def _street_photos(path: Path, ids: list[str]) -> dict[int, list]:

@@ -91,6 +91,7 @@ class TrainData:
     identity_labels: np.ndarray
     class_labels: np.ndarray | None = None
     street_photos: dict[int, list] = field(default_factory=dict)
+    skipped_images: int = 0  # unreadable images left out when loading the source
 
     def __len__(self) -> int:
         return len(self.identity_labels)
@@ -335,7 +336,8 @@ class _Trainer:
         g = self.embed(model, self._val_g)
         nn_idx = nearest_neighbours(q, g, 10)
         ranked = self.val_gallery[nn_idx]
-        out = {f"val_{k}": v for k, v in recall_at_k(ranked, self.val_items, (1, 10)).items()}
+        ids = self.data.identity_labels
+        out = {f"val_{k}": v for k, v in recall_at_k(ids[ranked], ids[self.val_items], (1, 10)).items()}
         if self.data.class_labels is not None:
             cl = self.data.class_labels
             out["val_class_R@1"] = recall_at_k(cl[ranked], cl[self.val_items], (1,))["R@1"]
