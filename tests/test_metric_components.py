@@ -155,3 +155,11 @@ def test_street_view_augment_makes_varied_photos():
     a = np.asarray(aug(x[0], np.random.default_rng(5)))
     b = np.asarray(aug(x[0], np.random.default_rng(5)))
     np.testing.assert_array_equal(a, b)
+
+
+def test_street_view_of_a_product_on_white_equals_the_inverted_image():
+    x, _ = load_split("train")
+    aug = StreetViewAugment(size=(48, 64))
+    on_black = np.asarray(aug(x[3], np.random.default_rng(1)))
+    on_white = np.asarray(aug(255 - x[3], np.random.default_rng(1)))
+    np.testing.assert_array_equal(on_black, on_white)

@@ -104,6 +104,9 @@ class StreetViewAugment:
             item = np.asarray(image.convert("L"), dtype=np.uint8)
         else:
             item = np.asarray(image, dtype=np.uint8)
+        border = np.concatenate([item[0], item[-1], item[:, 0], item[:, -1]])
+        if border.mean() > 127:  # a product on a light background: make it light on black
+            item = 255 - item
         long_side = int(rng.integers(self.size[0], self.size[1] + 1))
         ratio = rng.uniform(*self.aspect)
         if ratio >= 1:
