@@ -177,3 +177,42 @@ def test_catalog_refuses_vectors_from_other_weights_under_the_same_name(tmp_path
         fresh.index("fashion-mnist:test", model=name, limit=60)
     cat.close()
     fresh.close()
+
+
+def test_url_items_that_fail_are_reported_and_the_rest_indexed(db_url, tmp_path, fmnist_test):
+    """404, HTML, a timeout and an SSRF-refused URL in the same run as good files and a good URL."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from lookalike.config import Settings
+    from tests.test_images import Handler
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads, httpd.seen = True, []
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    images, _ = fmnist_test
+    good_file = tmp_path / "good.png"
+    Image.fromarray(images[0]).save(good_file)
+    rows = {
+        "file-ok": str(good_file),
+        "url-ok": f"{base}/image.png",
+        "url-404": f"{base}/missing.png",
+        "url-html": f"{base}/page",
+        "url-slow": f"{base}/slow",
+        "url-private": "http://10.0.0.1/a.png",
+    }
+    table = tmp_path / "urls.csv"
+    table.write_text("product_id,image\n" + "".join(f"{k},{v}\n" for k, v in rows.items()))
+    settings = Settings(allowed_private_networks=["127.0.0.1/32"], fetch_timeout=0.5)
+    try:
+        cat = Catalog.open(db_url, settings=settings)
+        report = cat.index(table, model="pixels")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    kinds = {f["product_id"]: f["kind"] for f in report.failures}
+    assert kinds == {"url-404": "http_status", "url-html": "not_image_content", "url-slow": "timeout",
+                     "url-private": "ssrf"}
+    assert sorted(cat.get_products(rows)) == ["file-ok", "url-ok"]
+    cat.close()
