@@ -111,6 +111,7 @@ class Catalog:
         self.settings = settings or get_settings()
         self._views: dict[str, _View] = {}
         self._fingerprint_checked: set[str] = set()
+        self._model: str | None = None
         self._view_lock = threading.Lock()
         #: builds the vector index for a model's vectors; replaced by the ANN-backed stores
         self.index_factory: Callable[[str, np.ndarray, np.ndarray], VectorIndex] = (
@@ -141,7 +142,9 @@ class Catalog:
     @property
     def model(self) -> str:
         """The model the catalog was indexed with (searches use it unless told otherwise)."""
-        return self.store.get_meta("model") or self.settings.model
+        if self._model is None:  # set once, by the first index run; cached from then on
+            self._model = self.store.get_meta("model")
+        return self._model or self.settings.model
 
     def embedder(self, model: str | None = None, *, record: bool = False) -> Embedder:
         """The embedder for ``model``. A catalog remembers the weights (fingerprint) each model was
@@ -367,13 +370,7 @@ class Catalog:
             excluded_pks = set(self.store.product_pks(exclude).values())
         search_products = getattr(view.index, "search_products", None)
         if search_products is not None:  # the store filters and ranks products itself
-            found = search_products(q, k, filters, excluded_pks)
-            records = self.store.products_by_pk(pk for pk, _, _ in found)
-            return [
-                Hit(records[pk].product_id, round(float(score), 6), iid, records[pk].title, records[pk].category)
-                for pk, iid, score in found
-                if pk in records
-            ]
+            return self._hits(search_products(q, k, filters, excluded_pks))
         allowed_pks = allowed_images = None
         if filters:
             key = tuple(sorted((str(k), str(v)) for k, v in filters.items()))
@@ -400,11 +397,14 @@ class Catalog:
             if len(best) >= k or len(ids) < m or m >= len(view.index):
                 break
             m = min(len(view.index), m * 4)
-        top = list(best.items())[:k]
-        records = self.store.products_by_pk(pk for pk, _ in top)
+        return self._hits([(pk, iid, score) for pk, (score, iid) in list(best.items())[:k]])
+
+    def _hits(self, ranked: list[tuple[int, int, float]]) -> list[Hit]:
+        """(product pk, image id, score) rows, best first -> Hits with the products' metadata."""
+        records = self.store.products_by_pk(pk for pk, _, _ in ranked)
         return [
             Hit(records[pk].product_id, round(float(score), 6), iid, records[pk].title, records[pk].category)
-            for pk, (score, iid) in top
+            for pk, iid, score in ranked
             if pk in records
         ]
 
