@@ -62,11 +62,19 @@ def main() -> None:
     filt = timed(lambda v: cat.search_vector(v, k=10, model=args.model, filters={"category": "Bag"}), vectors)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"# bench_core  {stamp}  {platform.node()}  cpus={os.cpu_count()}  model={args.model}")
-    print(f"indexed {report.products_indexed} products ({n_images} images, {report.images_embedded} embedded) "
-          f"in {index_s:.1f}s = {report.images_embedded / index_s:.0f} images/s")
-    for name, arr in [("photo -> products", full), ("vector -> products", vec), ("vector, category filter", filt)]:
-        print(f"search {name:26s} p50 {np.percentile(arr, 50):6.2f} ms  p99 {np.percentile(arr, 99):6.2f} ms  "
-              f"({len(arr)} queries)")
+    print(
+        f"indexed {report.products_indexed} products ({n_images} images, {report.images_embedded} embedded) "
+        f"in {index_s:.1f}s = {report.images_embedded / index_s:.0f} images/s"
+    )
+    for name, arr in [
+        ("photo -> products", full),
+        ("vector -> products", vec),
+        ("vector, category filter", filt),
+    ]:
+        print(
+            f"search {name:26s} p50 {np.percentile(arr, 50):6.2f} ms  p99 {np.percentile(arr, 99):6.2f} ms  "
+            f"({len(arr)} queries)"
+        )
 
 
 if __name__ == "__main__":

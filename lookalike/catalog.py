@@ -1,9 +1,9 @@
 """The Catalog facade: index sources, search by image, find similar products, delete, stats.
 
-    cat = Catalog.open("shop.db")
-    cat.index("photos/", model="default")
-    for hit in cat.search("street-photo.jpg", k=5, filters={"category": "Bag"}):
-        print(hit.product_id, hit.score)
+cat = Catalog.open("shop.db")
+cat.index("photos/", model="default")
+for hit in cat.search("street-photo.jpg", k=5, filters={"category": "Bag"}):
+    print(hit.product_id, hit.score)
 """
 
 from __future__ import annotations
@@ -114,8 +114,8 @@ class Catalog:
         self._model: str | None = None
         self._view_lock = threading.Lock()
         #: builds the vector index for a model's vectors; replaced by the ANN-backed stores
-        self.index_factory: Callable[[str, np.ndarray, np.ndarray], VectorIndex] = (
-            lambda model, ids, vecs: ExactIndex(ids, vecs)
+        self.index_factory: Callable[[str, np.ndarray, np.ndarray], VectorIndex] = lambda model, ids, vecs: (
+            ExactIndex(ids, vecs)
         )
         #: file-backed stores with at least this many vectors of a model search an HNSW index kept
         #: beside the file (lookalike.index.hnsw); smaller catalogs are searched exactly
@@ -216,13 +216,16 @@ class Catalog:
         report.write(report_path)
         return report
 
-    def index_products(self, products: list[SourceProduct], model: str | None = None,
-                       *, replace_images: bool = False) -> IndexReport:
+    def index_products(
+        self, products: list[SourceProduct], model: str | None = None, *, replace_images: bool = False
+    ) -> IndexReport:
         """Index a few products now (one transaction), e.g. from an API call."""
         model = model or self.model
         if self.store.get_meta("model") is None:
             self.store.set_meta("model", model)
-        return self._index_batch(products, self.embedder(model, record=True), model, replace_images=replace_images)
+        return self._index_batch(
+            products, self.embedder(model, record=True), model, replace_images=replace_images
+        )
 
     def _load(self, product: SourceProduct, i: int) -> LoadedImage | ImageError:
         try:
@@ -244,8 +247,12 @@ class Catalog:
             if isinstance(result, ImageError):
                 report.images_failed += 1
                 report.failures.append(
-                    {"product_id": product.product_id, "item": product.uri(i), "kind": result.kind,
-                     "reason": result.reason}
+                    {
+                        "product_id": product.product_id,
+                        "item": product.uri(i),
+                        "kind": result.kind,
+                        "reason": result.reason,
+                    }
                 )
                 if replace_images:
                     failed_products.add(id(product))
@@ -256,22 +263,38 @@ class Catalog:
         for product in batch:
             report.products_seen += 1
             for problem in product.problems:
-                report.failures.append({"product_id": product.product_id, "item": product.product_id,
-                                        "kind": "bad_row", "reason": problem})
+                report.failures.append(
+                    {
+                        "product_id": product.product_id,
+                        "item": product.product_id,
+                        "kind": "bad_row",
+                        "reason": problem,
+                    }
+                )
             good = per_product.get(id(product), [])
             if not good or id(product) in failed_products:
                 report.products_failed += 1
                 if not product.problems and not product.images:
-                    report.failures.append({"product_id": product.product_id, "item": product.product_id,
-                                            "kind": "no_images", "reason": "product has no images"})
+                    report.failures.append(
+                        {
+                            "product_id": product.product_id,
+                            "item": product.product_id,
+                            "kind": "no_images",
+                            "reason": "product has no images",
+                        }
+                    )
                 continue
             for li in good:
                 new.setdefault(li.sha256, li)
             writes.append(
                 ProductWrite(
-                    product_id=product.product_id, title=product.title, category=product.category,
-                    attributes=dict(product.attributes), url=product.url,
-                    image_shas=[li.sha256 for li in good], replace_images=replace_images,
+                    product_id=product.product_id,
+                    title=product.title,
+                    category=product.category,
+                    attributes=dict(product.attributes),
+                    url=product.url,
+                    image_shas=[li.sha256 for li in good],
+                    replace_images=replace_images,
                 )
             )
         existing = self.store.images_with_sha(new.keys(), model)
@@ -280,7 +303,10 @@ class Catalog:
         vectors = embedder.embed_images([li.image for li in to_embed], progress=False) if to_embed else []
         images = [
             NewImage(
-                sha256=li.sha256, uri=li.uri, width=li.width, height=li.height,
+                sha256=li.sha256,
+                uri=li.uri,
+                width=li.width,
+                height=li.height,
                 phash=perceptual_hash(li.image) if li.sha256 not in existing else None,
                 thumbnail=thumbnail_bytes(li.image) if li.sha256 not in existing else None,
                 vector=vec,
@@ -363,7 +389,9 @@ class Catalog:
             return []
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         if q.shape[0] != view.index.dim:
-            raise ModelMismatchError(f"query vector has {q.shape[0]} dims, model {model!r} has {view.index.dim}")
+            raise ModelMismatchError(
+                f"query vector has {q.shape[0]} dims, model {model!r} has {view.index.dim}"
+            )
         q = q / (np.linalg.norm(q) or 1.0)
         excluded_pks: set[int] = set()
         if exclude:
@@ -391,7 +419,11 @@ class Catalog:
             best: dict[int, tuple[float, int]] = {}
             for iid, score, pks in zip(ids.tolist(), scores.tolist(), view.products_of(ids), strict=True):
                 for pk in pks.tolist():
-                    if pk in best or pk in excluded_pks or (allowed_pks is not None and pk not in allowed_set):
+                    if (
+                        pk in best
+                        or pk in excluded_pks
+                        or (allowed_pks is not None and pk not in allowed_set)
+                    ):
                         continue
                     best[pk] = (score, iid)
             if len(best) >= k or len(ids) < m or m >= len(view.index):

@@ -24,7 +24,11 @@ class DuplicateGroup:
     max_distance: int = 0
 
     def to_dict(self) -> dict:
-        return {"product_ids": self.product_ids, "image_ids": self.image_ids, "max_distance": self.max_distance}
+        return {
+            "product_ids": self.product_ids,
+            "image_ids": self.image_ids,
+            "max_distance": self.max_distance,
+        }
 
 
 @dataclass
@@ -96,7 +100,9 @@ def find_duplicates(catalog, max_distance: int = 4) -> list[DuplicateGroup]:
             all_pks.update(prods)
     records = catalog.store.products_by_pk(all_pks)
     for imgs, prods, worst_d in raw:
-        groups.append(DuplicateGroup(sorted(records[p].product_id for p in prods if p in records), imgs, worst_d))
+        groups.append(
+            DuplicateGroup(sorted(records[p].product_id for p in prods if p in records), imgs, worst_d)
+        )
     groups.sort(key=lambda g: (-len(g.product_ids), g.product_ids))
     return groups
 

@@ -20,7 +20,12 @@ from rich.progress import (
 def progress_enabled() -> bool:
     if os.environ.get("LOOKALIKE_PROGRESS", "").lower() in {"0", "false", "no", "off"}:
         return False
-    return sys.stderr.isatty() or os.environ.get("LOOKALIKE_PROGRESS", "").lower() in {"1", "true", "yes", "on"}
+    return sys.stderr.isatty() or os.environ.get("LOOKALIKE_PROGRESS", "").lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+    }
 
 
 @contextmanager

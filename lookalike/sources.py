@@ -247,7 +247,9 @@ def open_source(spec: str | Path | Source, *, limit: int | None = None) -> Sourc
             elif path.suffix.lower() in {".csv", ".jsonl", ".ndjson"}:
                 source = TableSource(path)
             elif not path.exists():
-                raise SourceError(f"source {text!r} not found (a folder, a .csv/.jsonl file or fashion-mnist)")
+                raise SourceError(
+                    f"source {text!r} not found (a folder, a .csv/.jsonl file or fashion-mnist)"
+                )
             else:
                 raise SourceError(f"source {text!r}: expected a folder, a .csv or .jsonl file")
     return LimitedSource(source, limit) if limit is not None else source

@@ -78,11 +78,16 @@ def test_many_to_many_shared_image_and_best_image_scoring(db_url, fmnist_test):
     images, _ = fmnist_test
     a, b, c = (Image.fromarray(images[i]) for i in (0, 1, 2))
     cat = Catalog.open(db_url)
-    cat.index(ListSource([
-        SourceProduct("red-variant", [a, b], category="Shoes"),
-        SourceProduct("blue-variant", [a], category="Shoes"),  # shares photo a
-        SourceProduct("other", [c], category="Tops"),
-    ]), model="pixels")
+    cat.index(
+        ListSource(
+            [
+                SourceProduct("red-variant", [a, b], category="Shoes"),
+                SourceProduct("blue-variant", [a], category="Shoes"),  # shares photo a
+                SourceProduct("other", [c], category="Tops"),
+            ]
+        ),
+        model="pixels",
+    )
     s = cat.stats()
     assert (s["products"], s["images"], s["links"]) == (3, 3, 4)
     hits = cat.search(b, k=3)
@@ -97,7 +102,9 @@ def test_many_to_many_shared_image_and_best_image_scoring(db_url, fmnist_test):
 def test_bad_items_are_skipped_and_reported_good_ones_kept(db_url, tmp_path):
     corpus = build_corpus(tmp_path / "corpus")
     table = tmp_path / "catalog.csv"
-    lines = ["product_id,image,title"] + [f"p-{i},{item.path},{name}" for i, (name, item) in enumerate(corpus.items())]
+    lines = ["product_id,image,title"] + [
+        f"p-{i},{item.path},{name}" for i, (name, item) in enumerate(corpus.items())
+    ]
     table.write_text("\n".join(lines) + "\n")
     cat = Catalog.open(db_url)
     report = cat.index(table, model="pixels", report_path=tmp_path / "report.json")
@@ -115,7 +122,9 @@ def test_bad_items_are_skipped_and_reported_good_ones_kept(db_url, tmp_path):
 def test_bad_image_does_not_lose_stored_product(db_url, tmp_path, fmnist_test):
     images, _ = fmnist_test
     cat = Catalog.open(db_url)
-    cat.index(ListSource([SourceProduct("keep", [Image.fromarray(images[3])], title="Original")]), model="pixels")
+    cat.index(
+        ListSource([SourceProduct("keep", [Image.fromarray(images[3])], title="Original")]), model="pixels"
+    )
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really")
     report = cat.index_products([SourceProduct("keep", [str(broken)], title="Changed")], replace_images=True)
@@ -164,8 +173,10 @@ def test_catalog_refuses_vectors_from_other_weights_under_the_same_name(tmp_path
     cat.index("fashion-mnist:test", model=name, limit=50)
     images, _ = fmnist_test
     assert cat.search(images[3], k=1)[0].product_id == "fmnist-test-3"
-    retrained = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
-                 for k, v in ckpt["state_dict"].items()}
+    retrained = {
+        k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in ckpt["state_dict"].items()
+    }
     save_checkpoint(path, state_dict=retrained, **fields)
     from lookalike.embedders import _cache
 
@@ -212,7 +223,11 @@ def test_url_items_that_fail_are_reported_and_the_rest_indexed(db_url, tmp_path,
         httpd.shutdown()
         httpd.server_close()
     kinds = {f["product_id"]: f["kind"] for f in report.failures}
-    assert kinds == {"url-404": "http_status", "url-html": "not_image_content", "url-slow": "timeout",
-                     "url-private": "ssrf"}
+    assert kinds == {
+        "url-404": "http_status",
+        "url-html": "not_image_content",
+        "url-slow": "timeout",
+        "url-private": "ssrf",
+    }
     assert sorted(cat.get_products(rows)) == ["file-ok", "url-ok"]
     cat.close()

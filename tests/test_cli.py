@@ -11,7 +11,9 @@ import typer.main
 
 
 def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "lookalike.cli", *args], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", *args], capture_output=True, text=True, timeout=300
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -36,7 +38,9 @@ def test_search_json_document(indexed, product_photos):
 
 def test_search_filter_similar_delete_stats(indexed, product_photos):
     query = next(product_photos.rglob("sku000.*"))
-    doc = json.loads(run("search", str(query), "--db", str(indexed), "--filter", "category=Bag", "--json").stdout)
+    doc = json.loads(
+        run("search", str(query), "--db", str(indexed), "--filter", "category=Bag", "--json").stdout
+    )
     assert doc["results"] and {r["category"] for r in doc["results"]} == {"Bag"}
     sim = json.loads(run("similar", "sku000", "--db", str(indexed), "-k", "2", "--json").stdout)
     assert len(sim["results"]) == 2 and sim["query"] == "sku000"

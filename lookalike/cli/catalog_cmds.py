@@ -25,13 +25,17 @@ from lookalike.cli.options import (
 
 @app.command()
 def index(
-    source: Annotated[str, typer.Argument(help="Folder of images, .csv/.jsonl table, or fashion-mnist[:train|test].")],
+    source: Annotated[
+        str, typer.Argument(help="Folder of images, .csv/.jsonl table, or fashion-mnist[:train|test].")
+    ],
     db: DbOption = None,
     model: ModelOption = None,
     limit: Annotated[int | None, typer.Option(help="Index only the first N products.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per batch (one transaction each).")] = None,
     report: Annotated[Path | None, typer.Option(help="Where to write the JSON report of the run.")] = None,
-    async_: Annotated[bool, typer.Option("--async", help="Submit as a background job to the workers.")] = False,
+    async_: Annotated[
+        bool, typer.Option("--async", help="Submit as a background job to the workers.")
+    ] = False,
 ) -> None:
     """Index a catalog source: embed each product's images and store them (idempotent)."""
     if async_:
@@ -45,7 +49,8 @@ def index(
         console.print(
             f"[bold green]indexed[/] {r.products_indexed}/{r.products_seen} products from {r.source} "
             f"with [bold]{r.model}[/] in {r.elapsed_s:.1f}s: {r.images_embedded} images embedded, "
-            f"{r.images_reused} unchanged, {r.images_failed} bad image(s), {r.products_failed} product(s) skipped"
+            f"{r.images_reused} unchanged, {r.images_failed} bad image(s), "
+            f"{r.products_failed} product(s) skipped"
         )
         for f in r.failures[:10]:
             err_console.print(f"[yellow]skipped[/] {f['item']}: {f['reason']}")

@@ -14,7 +14,9 @@ from lookalike.cli.options import DbOption, JsonOption, console, open_catalog
 @app.command()
 def duplicates(
     db: DbOption = None,
-    max_distance: Annotated[int, typer.Option(help="Largest Hamming distance (of 64 pHash bits) that counts.")] = 4,
+    max_distance: Annotated[
+        int, typer.Option(help="Largest Hamming distance (of 64 pHash bits) that counts.")
+    ] = 4,
     json_: JsonOption = False,
 ) -> None:
     """List groups of products that share a near-identical photo (duplicate listings)."""
@@ -23,7 +25,9 @@ def duplicates(
     with open_catalog(db) as cat:
         groups = find_duplicates(cat, max_distance=max_distance)
     if json_:
-        typer.echo(json.dumps({"max_distance": max_distance, "groups": [g.to_dict() for g in groups]}, indent=2))
+        typer.echo(
+            json.dumps({"max_distance": max_distance, "groups": [g.to_dict() for g in groups]}, indent=2)
+        )
         return
     for g in groups:
         console.print(f"{len(g.product_ids)} products (≤{g.max_distance} bits): {', '.join(g.product_ids)}")

@@ -16,16 +16,22 @@ err_console = Console(stderr=True)
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", envvar="LOOKALIKE_DB", help="SQLite file or postgresql:// URL (default: user data dir)."),
+    typer.Option(
+        "--db", envvar="LOOKALIKE_DB", help="SQLite file or postgresql:// URL (default: user data dir)."
+    ),
 ]
 ModelOption = Annotated[
     str | None,
-    typer.Option("--model", "-m", help="Embedder: default, pixels, trained:PATH, vae:PATH, torchvision:NAME."),
+    typer.Option(
+        "--model", "-m", help="Embedder: default, pixels, trained:PATH, vae:PATH, torchvision:NAME."
+    ),
 ]
 KOption = Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many products to return.")]
 FilterOption = Annotated[
     list[str] | None,
-    typer.Option("--filter", "-f", help="Only products with key=value (category=Bag, or any attribute). Repeatable."),
+    typer.Option(
+        "--filter", "-f", help="Only products with key=value (category=Bag, or any attribute). Repeatable."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
@@ -57,7 +63,9 @@ def print_hits(query: str, model: str, hits, as_json: bool) -> None:
     for col in ("#", "product", "score", "category", "title", "image"):
         table.add_column(col, justify="right" if col in {"#", "score", "image"} else "left")
     for i, h in enumerate(hits, 1):
-        table.add_row(str(i), h.product_id, f"{h.score:.4f}", h.category or "", h.title or "", str(h.image_id))
+        table.add_row(
+            str(i), h.product_id, f"{h.score:.4f}", h.category or "", h.title or "", str(h.image_id)
+        )
     console.print(table)
     if not hits:
         console.print("[yellow]no matching products[/]")

@@ -14,7 +14,9 @@ class ExactIndex(VectorIndex):
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")
         self.ids = ids[order]
-        self.vectors = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[order]) if len(ids) else vectors
+        self.vectors = (
+            np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[order]) if len(ids) else vectors
+        )
         self.dim = self.vectors.shape[1] if len(self.ids) else 0
 
     def __len__(self) -> int:

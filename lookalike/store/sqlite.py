@@ -305,9 +305,7 @@ class SQLiteStore(Store):
             f"FROM products WHERE {where}",
             params,
         )
-        recs = {
-            r[0]: ProductRecord(r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], []) for r in rows
-        }
+        recs = {r[0]: ProductRecord(r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], []) for r in rows}
         pks = list(recs)
         for i in range(0, len(pks), 500):
             chunk = pks[i : i + 500]
@@ -374,7 +372,9 @@ class SQLiteStore(Store):
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def load_vectors(self, model: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._query("SELECT image_id, dim, vector FROM embeddings WHERE model = ? ORDER BY image_id", (model,))
+        rows = self._query(
+            "SELECT image_id, dim, vector FROM embeddings WHERE model = ? ORDER BY image_id", (model,)
+        )
         if not rows:
             return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
         dim = rows[0][1]
@@ -399,7 +399,8 @@ class SQLiteStore(Store):
             chunk = ids[i : i + 500]
             q = ",".join("?" * len(chunk))
             for iid, blob in self._query(
-                f"SELECT image_id, vector FROM embeddings WHERE model = ? AND image_id IN ({q})", [model, *chunk]
+                f"SELECT image_id, vector FROM embeddings WHERE model = ? AND image_id IN ({q})",
+                [model, *chunk],
             ):
                 out[iid] = np.frombuffer(blob, dtype=np.float32).copy()
         return out
@@ -436,7 +437,8 @@ class SQLiteStore(Store):
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as c:
             c.execute(
-                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
 
