@@ -16,7 +16,7 @@ import numpy as np
 
 from lookalike.embedders import Embedder, load_embedder
 from lookalike.errors import InvalidRequest
-from lookalike.evaluation.metrics import recall_at_k
+from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
 
 KS = (1, 5, 10, 20)
 
@@ -105,13 +105,7 @@ def score(
     aps = {lv: [] for lv in levels}
     top = np.empty((len(q_emb), min(kmax, len(g_emb))), dtype=np.int64)
     for s in range(0, len(q_emb), chunk):
-        sims = q_emb[s : s + chunk] @ g_emb.T
-        if depth < sims.shape[1]:
-            part = np.argpartition(-sims, depth - 1, axis=1)[:, :depth]
-        else:
-            part = np.tile(np.arange(sims.shape[1]), (len(sims), 1))
-        order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
-        ranked = np.take_along_axis(part, order, axis=1)
+        ranked = nearest_neighbours(q_emb[s : s + chunk], g_emb, depth, chunk=chunk)
         top[s : s + chunk] = ranked[:, : top.shape[1]]
         for level, (ql, gl) in levels.items():
             rl = gl[ranked]
