@@ -216,9 +216,6 @@ def bench_embedded(
     res["reopen_action"] = ann.last_action
     index = ann.index
 
-    def rows_of(hits):
-        return np.array([int(h.product_id[1:]) for h in hits], dtype=np.int64)
-
     res["ef"], res["raw_usearch_ef"] = {}, {}
     for ef in efs:
         index.expansion_search = ef
@@ -234,24 +231,35 @@ def bench_embedded(
         save(out)
     res["filter_ef"] = pick_ef(res["ef"])
     index.expansion_search = res["filter_ef"]
-    res["filtered"] = {}
-    for tier, _ in TIERS:
-        fq = queries[: len(ftruth[tier])]
-        found, stats = timed_queries(
-            lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq
-        )
-        res["filtered"][tier] = {
-            "recall@10": round(recall(found, ftruth[tier]), 4),
-            "min_results": int(min(len(f) for f in found)),
-            **stats,
-        }
-        log("embedded filtered", tier, res["filtered"][tier])
-        save(out)
+    res["filtered"] = measure_filtered(cat, queries, ftruth, "embedded", out)
     if churn is not None:
         bench_churn(index, data, queries, truth, res["filter_ef"], churn)
         save(out)
     cat.close()
 
+
+
+def rows_of(hits) -> np.ndarray:
+    """Dataset rows of catalog hits (product ids are "p<row>")."""
+    return np.array([int(h.product_id[1:]) for h in hits], dtype=np.int64)
+
+
+def measure_filtered(cat, queries, ftruth, label, out) -> dict:
+    """Recall@10, fewest results and latency of category-filtered catalog searches, per tier."""
+    results = {}
+    for tier, _ in TIERS:
+        fq = queries[: len(ftruth[tier])]
+        found, stats = timed_queries(
+            lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq
+        )
+        results[tier] = {
+            "recall@10": round(recall(found, ftruth[tier]), 4),
+            "min_results": int(min(len(f) for f in found)),
+            **stats,
+        }
+        log(f"{label} filtered", tier, results[tier])
+        save(out)
+    return results
 
 def bench_churn(index, data, queries, truth, ef, res: dict) -> None:
     """Delete 30% of the vectors from the embedded store's fresh HNSW graph and re-add them
@@ -348,9 +356,6 @@ def bench_pgvector(url: str, queries, truth, ftruth, efs, res: dict, out: Path) 
     cat.search_vector(queries[0], k=K)
     index = cat._views[MODEL].index
 
-    def rows_of(hits):
-        return np.array([int(h.product_id[1:]) for h in hits], dtype=np.int64)
-
     res["ef"] = {}
     for ef in efs:
         index.ef_search = ef
@@ -360,19 +365,7 @@ def bench_pgvector(url: str, queries, truth, ftruth, efs, res: dict, out: Path) 
         save(out)
     res["filter_ef"] = pick_ef(res["ef"])
     index.ef_search = res["filter_ef"]
-    res["filtered"] = {}
-    for tier, _ in TIERS:
-        fq = queries[: len(ftruth[tier])]
-        found, stats = timed_queries(
-            lambda q, t=tier: rows_of(cat.search_vector(q, k=K, filters={"category": t})), fq
-        )
-        res["filtered"][tier] = {
-            "recall@10": round(recall(found, ftruth[tier]), 4),
-            "min_results": int(min(len(f) for f in found)),
-            **stats,
-        }
-        log("pgvector filtered", tier, res["filtered"][tier])
-        save(out)
+    res["filtered"] = measure_filtered(cat, queries, ftruth, "pgvector", out)
     cat.close()
 
 
