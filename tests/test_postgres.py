@@ -43,10 +43,17 @@ def test_migrations_are_numbered_and_recorded(postgres_db_url):
 
 def test_vectors_in_a_vector_column_with_an_hnsw_cosine_index(pg_catalog):
     store = pg_catalog.store
-    (definition,) = store._query(
-        "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (index_name("pixels"),)
-    )[0]
+    indexdef = "SELECT indexdef FROM pg_indexes WHERE indexname = %s"
+    # writes do not grow a graph row by row: the first search builds it over the stored vectors
+    assert store._query(indexdef, (index_name("pixels"),)) == []
+    pg_catalog.search_vector(pg_catalog.product_vector("fmnist-test-0"), k=3)
+    (definition,) = store._query(indexdef, (index_name("pixels"),))[0]
     assert "USING hnsw" in definition and "vector_cosine_ops" in definition and "'pixels'" in definition
+    assert store.hnsw_options("pixels") == {"m": 32, "ef_construction": 128}
+    # from then on writes maintain it (the index stays; new products are found)
+    pg_catalog.index("fashion-mnist:test", model="pixels", limit=320)
+    hits = pg_catalog.search_vector(pg_catalog.product_vector("fmnist-test-315"), k=1)
+    assert hits[0].product_id == "fmnist-test-315" and store.hnsw_options("pixels")["m"] == 32
     (typ,) = store._query(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
         "WHERE attrelid = 'embeddings'::regclass AND attname = 'vector'"

@@ -33,11 +33,12 @@ class PgVectorIndex(VectorIndex):
         return sql.SQL("e.vector::vector({})").format(sql.Literal(self.dim))
 
     def _qvec(self) -> sql.Composable:
-        return sql.SQL("%(q)s::vector({})").format(sql.Literal(self.dim))
+        return sql.SQL("%(q)b::vector({})").format(sql.Literal(self.dim))
 
     @staticmethod
-    def _q(query: np.ndarray) -> str:
-        return "[" + ",".join(f"{x:.8g}" for x in np.asarray(query, dtype=np.float32).tolist()) + "]"
+    def _q(query: np.ndarray) -> np.ndarray:
+        """The query as sent: float32, in pgvector's binary format (the store's connections)."""
+        return np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
 
     def _settings(self, c, m: int, max_scan: int | None = None) -> None:
         """Per-query HNSW settings, in one round trip (they end with the transaction)."""

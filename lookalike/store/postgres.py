@@ -1,24 +1,31 @@
 """PostgreSQL + pgvector store: the same data model as SQLite, for catalogs shared by many processes.
 
 Vectors live in a ``vector`` column; each model gets a partial HNSW index (cosine ops) on
-``vector::vector(dim)``, so search runs in the database (:class:`PgVectorIndex`). Connections
-come from a psycopg 3 pool that checks each connection before use, so the pool reconnects after
-a server restart; while the server is down every call raises a :class:`StoreError` that says so.
+``vector::vector(dim)``, built over the stored vectors by the first search and maintained by
+writes from then on, so search runs in the database (:class:`PgVectorIndex`). A batch is written
+with a few set-based statements, vectors in pgvector's binary format. Connections come from a
+psycopg 3 pool that checks each connection before use, so the pool reconnects after a server
+restart; while the server is down every call raises a :class:`StoreError` that says so.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import psycopg
+from pgvector.psycopg.vector import register_vector_info
 from psycopg import sql
+from psycopg.types import TypeInfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lookalike.errors import InvalidRequest, StoreError
@@ -104,8 +111,48 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
 ]
 
-#: a filter on fewer products than this is answered by exact search (no HNSW scan)
-EXACT_FILTER_MAX = 20_000
+log = logging.getLogger(__name__)
+
+#: HNSW parameters of new indexes (m, ef_construction) and of queries (ef_search). pgvector's own
+#: defaults (m=16, ef_construction=64) reached recall@10 0.77 on 200k random 128-d vectors at
+#: ef_search=1000; m=32, ef_construction=128 is what the embedded usearch index uses (BENCHMARKS.md)
+HNSW_DEFAULTS = {"m": 32, "ef_construction": 128, "ef_search": 100}
+#: settings for building an index (that transaction only): memory for the graph (1M x 128-d at
+#: m=32 needs about 1.5 GB; a graph that does not fit builds far slower) and parallel workers
+BUILD_MAINTENANCE_WORK_MEM = "1GB"
+BUILD_PARALLEL_WORKERS = 2
+
+
+def split_options(url: str) -> tuple[str, dict[str, int]]:
+    """(the URL for libpq, lookalike's ``hnsw_*`` query options) of a catalog URL."""
+    parts = urlsplit(url)
+    keep, options = [], {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key.startswith("hnsw_"):
+            try:
+                options[key.removeprefix("hnsw_")] = int(value)
+            except ValueError:
+                raise InvalidRequest(f"{redact(url)}: {key} must be an integer, got {value!r}") from None
+        else:
+            keep.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(keep))), options
+
+
+def _check_hnsw(options: dict[str, int], url: str) -> None:
+    unknown = set(options) - set(HNSW_DEFAULTS)
+    if unknown:
+        raise InvalidRequest(
+            f"{redact(url)}: unknown option(s) {', '.join('hnsw_' + k for k in sorted(unknown))} "
+            "(known: hnsw_m, hnsw_ef_construction, hnsw_ef_search)"
+        )
+    # pgvector's limits: m 2..100, ef_construction 4..1000 and >= 2 * m, ef_search 1..1000
+    m, efc, efs = options["m"], options["ef_construction"], options["ef_search"]
+    if not (2 <= m <= 100 and 4 <= efc <= 1000 and efc >= 2 * m and 1 <= efs <= 1000):
+        raise InvalidRequest(
+            f"{redact(url)}: invalid HNSW options m={m}, ef_construction={efc}, ef_search={efs} "
+            "(pgvector needs 2 <= m <= 100, 4 <= ef_construction <= 1000, ef_construction >= 2*m, "
+            "1 <= ef_search <= 1000)"
+        )
 
 
 def redact(url: str) -> str:
@@ -121,10 +168,6 @@ def _iso(value) -> str | None:
     return str(value)
 
 
-def _vec_text(vec: np.ndarray) -> str:
-    return "[" + ",".join(f"{x:.8g}" for x in np.asarray(vec, dtype=np.float32).tolist()) + "]"
-
-
 def _parse_vec(text: str) -> np.ndarray:
     return np.array(json.loads(text), dtype=np.float32)
 
@@ -134,28 +177,54 @@ def index_name(model: str) -> str:
 
 
 class PostgresStore(Store):
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 5.0):
+    """A catalog in PostgreSQL. HNSW build parameters come from keyword arguments or the URL
+    (``postgresql://host/db?hnsw_m=32&hnsw_ef_construction=128&hnsw_ef_search=100``); they apply
+    when a model's index is created (see :data:`HNSW_DEFAULTS`)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 8,
+        timeout: float = 5.0,
+        hnsw_m: int | None = None,
+        hnsw_ef_construction: int | None = None,
+        hnsw_ef_search: int | None = None,
+    ):
         self.url = url
-        self._conninfo = url
+        self._conninfo, options = split_options(url)
+        explicit = {"m": hnsw_m, "ef_construction": hnsw_ef_construction, "ef_search": hnsw_ef_search}
+        #: HNSW parameters: m and ef_construction for new indexes, ef_search for queries
+        self.hnsw = {**HNSW_DEFAULTS, **options, **{k: int(v) for k, v in explicit.items() if v is not None}}
+        _check_hnsw(self.hnsw, url)
         self._kwargs = {"connect_timeout": 5, "options": "-c timezone=UTC", "autocommit": True}
         self._dims: dict[str, int] = {}
         self._dims_lock = threading.Lock()
+        #: models whose HNSW index is known to exist
+        self._hnsw_ready: set[str] = set()
         try:
-            with psycopg.connect(url, **self._kwargs) as conn:
+            with psycopg.connect(self._conninfo, **self._kwargs) as conn:
                 self._migrate(conn)
+                self._vector_info = TypeInfo.fetch(conn, "vector")
         except psycopg.OperationalError as exc:
             raise StoreError(f"PostgreSQL at {redact(url)} is unreachable: {_first_line(exc)}") from None
         self._pool = ConnectionPool(
-            url,
+            self._conninfo,
             min_size=min_size,
             max_size=max_size,
             timeout=timeout,
             kwargs=self._kwargs,
+            configure=self._configure,
             check=ConnectionPool.check_connection,
             reconnect_timeout=0,
             name="lookalike",
             open=True,
         )
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        """numpy vectors are sent in pgvector's binary format (``%b``), no text formatting."""
+        register_vector_info(conn, self._vector_info)
 
     # --- plumbing -----------------------------------------------------------------------
     @contextmanager
@@ -209,23 +278,60 @@ class PostgresStore(Store):
     def _bump(c: psycopg.Connection) -> None:
         c.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'generation'")
 
-    def _ensure_hnsw(self, c: psycopg.Connection, model: str, dim: int) -> None:
-        """The partial HNSW index of one model (created with its first vectors)."""
-        if self._dims.get(model) == dim:
-            return
+    def ensure_hnsw(
+        self, model: str, *, maintenance_work_mem: str | None = None, workers: int | None = None
+    ) -> float | None:
+        """Build ``model``'s partial HNSW index over its stored vectors unless it exists; returns
+        the build time in seconds (None: nothing built).
+
+        Writes do not create the index: building a graph over rows already stored is several times
+        faster than growing it row by row (BENCHMARKS.md), so the first search (or
+        ``Catalog.warm()``) builds it, and from then on writes maintain it."""
+        if model in self._hnsw_ready:
+            return None
+        dim = self.model_dim(model)
+        if dim is None:
+            return None
         name = index_name(model)
-        exists = c.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (name,)).fetchone()
-        if not exists:
-            c.execute("SELECT pg_advisory_xact_lock(7240316)")
-            c.execute(
-                sql.SQL(
-                    "CREATE INDEX IF NOT EXISTS {} ON embeddings USING hnsw ((vector::vector({})) "
-                    "vector_cosine_ops) "
-                    "WITH (m = 16, ef_construction = 64) WHERE model = {}"
-                ).format(sql.Identifier(name), sql.Literal(dim), sql.Literal(model))
-            )
-        with self._dims_lock:
-            self._dims[model] = dim
+        built = None
+        with self._tx() as c:
+            if not c.execute("SELECT 1 FROM pg_indexes WHERE indexname = %s", (name,)).fetchone():
+                c.execute("SELECT pg_advisory_xact_lock(7240316)")  # one builder at a time
+                # memory and parallel workers for the build (this transaction only), never lowered
+                c.execute(
+                    "SELECT set_config('maintenance_work_mem', CASE WHEN pg_size_bytes(%(mem)s) > "
+                    "pg_size_bytes(current_setting('maintenance_work_mem')) THEN %(mem)s "
+                    "ELSE current_setting('maintenance_work_mem') END, true), "
+                    "set_config('max_parallel_maintenance_workers', %(workers)s, true)",
+                    {
+                        "mem": maintenance_work_mem or BUILD_MAINTENANCE_WORK_MEM,
+                        "workers": str(BUILD_PARALLEL_WORKERS if workers is None else workers),
+                    },
+                )
+                started = time.perf_counter()
+                c.execute(
+                    sql.SQL(
+                        "CREATE INDEX IF NOT EXISTS {} ON embeddings USING hnsw ((vector::vector({})) "
+                        "vector_cosine_ops) WITH (m = {}, ef_construction = {}) WHERE model = {}"
+                    ).format(
+                        sql.Identifier(name),
+                        sql.Literal(dim),
+                        sql.Literal(self.hnsw["m"]),
+                        sql.Literal(self.hnsw["ef_construction"]),
+                        sql.Literal(model),
+                    )
+                )
+                built = time.perf_counter() - started
+                log.info("built the HNSW index of %r in %.1fs", model, built)
+        self._hnsw_ready.add(model)
+        return built
+
+    def hnsw_options(self, model: str) -> dict[str, int]:
+        """The build parameters of ``model``'s HNSW index as created ({} when it has none)."""
+        rows = self._query("SELECT indexdef FROM pg_indexes WHERE indexname = %s", (index_name(model),))
+        if not rows:
+            return {}
+        return {k: int(v) for k, v in re.findall(r"\b(m|ef_construction)='?(\d+)'?", rows[0][0])}
 
     def model_dim(self, model: str) -> int | None:
         if model not in self._dims:
@@ -238,14 +344,27 @@ class PostgresStore(Store):
 
     # --- writes ---------------------------------------------------------------------------
     def write_batch(self, model: str, images: list[NewImage], products: list[ProductWrite]) -> WriteResult:
+        """One transaction of a few set-based statements (arrays unnested in the server), not one
+        round trip per row; vectors travel in pgvector's binary format."""
         result = WriteResult()
         now = datetime.now(UTC)
         with self._tx() as c:
-            for im in images:
+            if images:
                 cur = c.execute(
                     "INSERT INTO images(sha256, uri, width, height, phash, thumbnail, created_at) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (sha256) DO NOTHING",
-                    (im.sha256, im.uri, im.width, im.height, im.phash, im.thumbnail, now),
+                    "SELECT u.sha256, u.uri, u.width, u.height, u.phash, u.thumbnail, %s "
+                    "FROM unnest(%s::text[], %s::text[], %s::int[], %s::int[], %s::text[], %s::bytea[]) "
+                    "WITH ORDINALITY AS u(sha256, uri, width, height, phash, thumbnail, n) ORDER BY u.n "
+                    "ON CONFLICT (sha256) DO NOTHING",
+                    (
+                        now,
+                        [im.sha256 for im in images],
+                        [im.uri for im in images],
+                        [im.width for im in images],
+                        [im.height for im in images],
+                        [im.phash for im in images],
+                        [im.thumbnail for im in images],
+                    ),
                 )
                 result.images_added += cur.rowcount
             shas = list({im.sha256 for im in images} | {s for p in products for s in p.image_shas})
@@ -253,72 +372,127 @@ class PostgresStore(Store):
             vectors = [im for im in images if im.vector is not None]
             if vectors:
                 dim = int(np.asarray(vectors[0].vector).shape[0])
-                self._ensure_hnsw(c, model, dim)
-                with c.cursor() as cur:
-                    for im in vectors:
-                        cur.execute(
-                            "INSERT INTO embeddings(image_id, model, dim, vector) VALUES (%s, %s, %s, "
-                            "%s::vector) "
-                            "ON CONFLICT (model, image_id) DO NOTHING",
-                            (ids[im.sha256], model, dim, _vec_text(im.vector)),
-                        )
-                        result.embeddings_added += cur.rowcount
+                with self._dims_lock:
+                    self._dims.setdefault(model, dim)
+                cur = c.execute(
+                    "INSERT INTO embeddings(image_id, model, dim, vector) "
+                    "SELECT u.image_id, %s, %s, u.vector FROM unnest(%s::bigint[], %b::vector[]) "
+                    "AS u(image_id, vector) ON CONFLICT (model, image_id) DO NOTHING",
+                    (
+                        model,
+                        dim,
+                        [ids[im.sha256] for im in vectors],
+                        [np.asarray(im.vector, dtype=np.float32).reshape(-1) for im in vectors],
+                    ),
+                )
+                result.embeddings_added += cur.rowcount
+            # a product named twice in one batch is written twice, in order: each round holds at
+            # most one write per product
+            rounds: list[list[ProductWrite]] = []
+            seen: dict[str, int] = {}
             for p in products:
-                row = c.execute(
-                    "SELECT id, title, category, attributes, url FROM products WHERE product_id = %s FOR "
-                    "UPDATE",
-                    (p.product_id,),
-                ).fetchone()
-                if row is None:
-                    pk, created = c.execute(
-                        "INSERT INTO products(product_id, title, category, attributes, url, created_at, "
-                        "updated_at) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (product_id) DO UPDATE "
-                        "SET product_id = EXCLUDED.product_id RETURNING id, (xmax = 0)",
-                        (p.product_id, p.title, p.category, json.dumps(p.attributes), p.url, now, now),
-                    ).fetchone()
-                    if created:
-                        result.products_created += 1
-                    else:  # created concurrently by another writer: merge like an update
-                        row = c.execute(
-                            "SELECT id, title, category, attributes, url FROM products WHERE id = %s FOR "
-                            "UPDATE",
-                            (pk,),
-                        ).fetchone()
-                if row is not None:
-                    pk, title, category, attrs, url = row
-                    merged = {**attrs, **p.attributes}
-                    new = (
-                        p.title if p.title is not None else title,
-                        p.category if p.category is not None else category,
-                        merged,
-                        p.url if p.url is not None else url,
-                    )
-                    if new != (title, category, attrs, url):
-                        c.execute(
-                            "UPDATE products SET title=%s, category=%s, attributes=%s, url=%s, updated_at=%s "
-                            "WHERE id=%s",
-                            (new[0], new[1], json.dumps(merged), new[3], now, pk),
-                        )
-                        result.products_updated += 1
-                wanted = [ids[s] for s in dict.fromkeys(p.image_shas)]
-                if p.replace_images:
-                    c.execute(
-                        "DELETE FROM product_images WHERE product_id = %s AND NOT (image_id = ANY(%s))",
-                        (pk, wanted),
-                    )
-                for pos, image_id in enumerate(wanted):
-                    cur = c.execute(
-                        "INSERT INTO product_images(product_id, image_id, position) VALUES (%s, %s, %s) "
-                        "ON CONFLICT DO NOTHING",
-                        (pk, image_id, pos),
-                    )
-                    result.links_added += cur.rowcount
+                n = seen[p.product_id] = seen.get(p.product_id, -1) + 1
+                if n == len(rounds):
+                    rounds.append([])
+                rounds[n].append(p)
+            for part in rounds:
+                self._write_products(c, part, ids, now, result)
             if any(p.replace_images for p in products):
                 self._drop_orphans(c)
             if result.images_added or result.embeddings_added or result.links_added or products:
                 self._bump(c)
         return result
+
+    @staticmethod
+    def _write_products(
+        c: psycopg.Connection, products: list[ProductWrite], ids: dict[str, int], now, result: WriteResult
+    ) -> None:
+        """Create or merge products with distinct ids and link their images (see ProductWrite)."""
+        select = "SELECT id, product_id, title, category, attributes, url FROM products WHERE "
+        current = {
+            r[1]: r
+            for r in c.execute(
+                select + "product_id = ANY(%s) ORDER BY product_id FOR UPDATE",
+                ([p.product_id for p in products],),
+            )
+        }
+        pk_of = {pid: r[0] for pid, r in current.items()}
+        missing = [p for p in products if p.product_id not in current]
+        if missing:
+            rows = c.execute(
+                "INSERT INTO products(product_id, title, category, attributes, url, created_at, updated_at) "
+                "SELECT u.product_id, u.title, u.category, u.attributes::jsonb, u.url, %s, %s "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                "WITH ORDINALITY AS u(product_id, title, category, attributes, url, n) ORDER BY u.n "
+                "ON CONFLICT (product_id) DO UPDATE SET product_id = EXCLUDED.product_id "
+                "RETURNING id, product_id, (xmax = 0)",
+                (
+                    now,
+                    now,
+                    [p.product_id for p in missing],
+                    [p.title for p in missing],
+                    [p.category for p in missing],
+                    [json.dumps(p.attributes) for p in missing],
+                    [p.url for p in missing],
+                ),
+            ).fetchall()
+            raced = []
+            for pk, pid, created in rows:
+                pk_of[pid] = pk
+                if created:
+                    result.products_created += 1
+                else:
+                    raced.append(pk)
+            if raced:  # created concurrently by another writer: merge like an update
+                for r in c.execute(select + "id = ANY(%s) FOR UPDATE", (raced,)):
+                    current[r[1]] = r
+        updates = []
+        for p in products:
+            row = current.get(p.product_id)
+            if row is None:
+                continue
+            pk, _, title, category, attrs, url = row
+            merged = {**attrs, **p.attributes}
+            new = (
+                p.title if p.title is not None else title,
+                p.category if p.category is not None else category,
+                merged,
+                p.url if p.url is not None else url,
+            )
+            if new != (title, category, attrs, url):
+                updates.append((pk, new[0], new[1], json.dumps(merged), new[3]))
+        if updates:
+            c.execute(
+                "UPDATE products p SET title = u.title, category = u.category, "
+                "attributes = u.attributes::jsonb, url = u.url, updated_at = %s "
+                "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+                "AS u(id, title, category, attributes, url) WHERE p.id = u.id",
+                (now, *(list(col) for col in zip(*updates, strict=True))),
+            )
+            result.products_updated += len(updates)
+        link_pks, link_images, positions, replaced = [], [], [], []
+        for p in products:
+            pk = pk_of[p.product_id]
+            if p.replace_images:
+                replaced.append(pk)
+            for pos, sha in enumerate(dict.fromkeys(p.image_shas)):
+                link_pks.append(pk)
+                link_images.append(ids[sha])
+                positions.append(pos)
+        if replaced:
+            c.execute(
+                "DELETE FROM product_images pi WHERE pi.product_id = ANY(%s) AND NOT EXISTS "
+                "(SELECT 1 FROM unnest(%s::bigint[], %s::bigint[]) AS k(product_id, image_id) "
+                "WHERE k.product_id = pi.product_id AND k.image_id = pi.image_id)",
+                (replaced, link_pks, link_images),
+            )
+        if link_pks:
+            cur = c.execute(
+                "INSERT INTO product_images(product_id, image_id, position) "
+                "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::int[]) ON CONFLICT DO NOTHING",
+                (link_pks, link_images, positions),
+            )
+            result.links_added += cur.rowcount
 
     @staticmethod
     def _drop_orphans(c: psycopg.Connection) -> None:
@@ -413,6 +587,13 @@ class PostgresStore(Store):
         if not pks:
             return {}
         return dict(self._products("id = ANY(%s)", [pks]))
+
+    def product_labels(self, pks: Iterable[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        pks = [int(p) for p in pks]
+        if not pks:
+            return {}
+        rows = self._query("SELECT id, product_id, title, category FROM products WHERE id = ANY(%s)", (pks,))
+        return {pk: (pid, title, category) for pk, pid, title, category in rows}
 
     def get_image(self, image_id: int) -> ImageRecord | None:
         rows = self._query(
@@ -533,7 +714,8 @@ class PostgresStore(Store):
         """A VectorIndex that searches this model's vectors with pgvector (no vectors in memory)."""
         from lookalike.index.pgvector import PgVectorIndex
 
-        return PgVectorIndex(self, model)
+        self.ensure_hnsw(model)
+        return PgVectorIndex(self, model, ef_search=self.hnsw["ef_search"])
 
 
 def _json_scalars(value: str) -> list:
