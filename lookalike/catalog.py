@@ -94,10 +94,26 @@ class _View:
         #: filters -> (allowed product pks, their images, pk set), valid for this generation only
         self.filters_cache: dict[tuple, tuple[np.ndarray, np.ndarray, set[int]]] = {}
 
-    def products_of(self, image_ids: np.ndarray) -> list[np.ndarray]:
-        lo = np.searchsorted(self.link_images, image_ids, side="left")
-        hi = np.searchsorted(self.link_images, image_ids, side="right")
-        return [self.link_pks[a:b] for a, b in zip(lo, hi, strict=True)]
+    def best_products(
+        self, ids: np.ndarray, scores: np.ndarray, excluded: set[int], allowed: set[int] | None
+    ) -> dict[int, tuple[float, int]]:
+        """product pk -> (score, image id) of its best image among ranked images, best first."""
+        best: dict[int, tuple[float, int]] = {}
+        lo = np.searchsorted(self.link_images, ids, side="left")
+        hi = np.searchsorted(self.link_images, ids, side="right")
+        if len(ids) and bool(np.all(hi - lo == 1)):  # one product per image: no slices
+            owners = self.link_pks[lo].tolist()
+            for pk, score, iid in zip(owners, scores.tolist(), ids.tolist(), strict=True):
+                if pk in best or pk in excluded or (allowed is not None and pk not in allowed):
+                    continue
+                best[pk] = (score, iid)
+            return best
+        for iid, score, a, b in zip(ids.tolist(), scores.tolist(), lo.tolist(), hi.tolist(), strict=True):
+            for pk in self.link_pks[a:b].tolist():
+                if pk in best or pk in excluded or (allowed is not None and pk not in allowed):
+                    continue
+                best[pk] = (score, iid)
+        return best
 
     def images_of(self, pks: np.ndarray) -> np.ndarray:
         return np.unique(self.link_images[np.isin(self.link_pks, pks)])
@@ -392,14 +408,14 @@ class Catalog:
             raise ModelMismatchError(
                 f"query vector has {q.shape[0]} dims, model {model!r} has {view.index.dim}"
             )
-        q = q / (np.linalg.norm(q) or 1.0)
+        q = q / (float(np.sqrt(np.dot(q, q))) or 1.0)
         excluded_pks: set[int] = set()
         if exclude:
             excluded_pks = set(self.store.product_pks(exclude).values())
         search_products = getattr(view.index, "search_products", None)
         if search_products is not None:  # the store filters and ranks products itself
             return self._hits(search_products(q, k, filters, excluded_pks))
-        allowed_pks = allowed_images = None
+        allowed_pks = allowed_images = allowed_set = None
         if filters:
             key = tuple(sorted((str(k), str(v)) for k, v in filters.items()))
             cached = view.filters_cache.get(key)
@@ -413,31 +429,24 @@ class Catalog:
             if len(allowed_pks) == 0:
                 return []
         want = k + len(excluded_pks)
-        m = min(len(view.index), max(4 * want, 32))
+        # unfiltered, the best `want` images name the best products unless images share products
+        # (then the loop fetches more); filtered, the index over-fetches and the pks are checked
+        m = min(len(view.index), want if allowed_pks is None else max(4 * want, 32))
         while True:
             ids, scores = view.index.search(q, m, allowed_images)
-            best: dict[int, tuple[float, int]] = {}
-            for iid, score, pks in zip(ids.tolist(), scores.tolist(), view.products_of(ids), strict=True):
-                for pk in pks.tolist():
-                    if (
-                        pk in best
-                        or pk in excluded_pks
-                        or (allowed_pks is not None and pk not in allowed_set)
-                    ):
-                        continue
-                    best[pk] = (score, iid)
+            best = view.best_products(ids, scores, excluded_pks, allowed_set)
             if len(best) >= k or len(ids) < m or m >= len(view.index):
                 break
-            m = min(len(view.index), m * 4)
+            m = min(len(view.index), max(m * 4, 32))
         return self._hits([(pk, iid, score) for pk, (score, iid) in list(best.items())[:k]])
 
     def _hits(self, ranked: list[tuple[int, int, float]]) -> list[Hit]:
         """(product pk, image id, score) rows, best first -> Hits with the products' metadata."""
-        records = self.store.products_by_pk(pk for pk, _, _ in ranked)
+        labels = self.store.product_labels([pk for pk, _, _ in ranked])
         return [
-            Hit(records[pk].product_id, round(float(score), 6), iid, records[pk].title, records[pk].category)
+            Hit(labels[pk][0], round(float(score), 6), iid, labels[pk][1], labels[pk][2])
             for pk, iid, score in ranked
-            if pk in records
+            if pk in labels
         ]
 
     def product_vector(self, product_id: str, model: str | None = None) -> np.ndarray:

@@ -119,6 +119,10 @@ class Store(ABC):
     def products_by_pk(self, pks: Iterable[int]) -> dict[int, ProductRecord]:
         """Products by their internal integer key (the key used in :meth:`load_links`)."""
 
+    def product_labels(self, pks: Iterable[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        """pk -> (product id, title, category): what a search hit shows (stores answer in one query)."""
+        return {pk: (r.product_id, r.title, r.category) for pk, r in self.products_by_pk(pks).items()}
+
     @abstractmethod
     def get_image(self, image_id: int) -> ImageRecord | None: ...
 

@@ -345,6 +345,18 @@ class SQLiteStore(Store):
             out.update(self._products(f"id IN ({q})", chunk))
         return out
 
+    def product_labels(self, pks: Iterable[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        pks = [int(p) for p in pks]
+        out: dict[int, tuple[str, str | None, str | None]] = {}
+        for i in range(0, len(pks), 500):
+            chunk = pks[i : i + 500]
+            q = ",".join("?" * len(chunk))
+            for pk, *label in self._query(
+                f"SELECT id, product_id, title, category FROM products WHERE id IN ({q})", chunk
+            ):
+                out[pk] = tuple(label)
+        return out
+
     def get_image(self, image_id: int) -> ImageRecord | None:
         rows = self._query(
             "SELECT id, sha256, uri, width, height, phash FROM images WHERE id = ?", (int(image_id),)
