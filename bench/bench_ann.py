@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import platform
@@ -37,8 +36,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 K = 10
-#: threads for every index build (faiss, usearch, pgvector): half the cores, see HNSWIndex.threads
+#: threads for every index build (faiss, usearch, pgvector leader + workers); --build-threads.
+#: Default half the cores, see HNSWIndex.threads; give all cores when the machine is otherwise idle
 BUILD_THREADS = max(1, (os.cpu_count() or 1) // 2)
+#: maintenance_work_mem for pgvector's build (1M x 128 at m=32 needs about 1.5 GB)
+PG_BUILD_MEMORY = "4GB"
 MODEL = "bench128"
 TIERS = [("t50", 0.5), ("t5", 0.05), ("t01", 0.001)]
 
@@ -198,20 +200,23 @@ def bench_embedded(
     db: Path, data, queries, truth, ftruth, efs, res: dict, out: Path, churn: dict | None
 ) -> None:
     from lookalike.catalog import Catalog
+    from lookalike.index.hnsw import PersistentHNSW, ann_folder
 
     t0 = time.perf_counter()
     cat = Catalog.open(db)
     cat.ann_min_vectors = 0  # HNSW even when --n is small
+    # the store's own index (M=32, ef_construction=128), built with the bench's threads
+    ann = cat._ann[MODEL] = PersistentHNSW(cat.store, MODEL, ann_folder(cat.store), threads=BUILD_THREADS)
     cat.search_vector(queries[0], k=K)  # builds the HNSW index beside the file
-    ann = cat._ann[MODEL]
     res["index_build_s"] = round(time.perf_counter() - t0, 1)
+    res["build_threads"] = BUILD_THREADS
     log(f"embedded: first search (build + save) {res['index_build_s']}s, {ann.last_action}")
     cat.close()
     t0 = time.perf_counter()
     cat = Catalog.open(db)
     cat.ann_min_vectors = 0  # HNSW even when --n is small
+    ann = cat._ann[MODEL] = PersistentHNSW(cat.store, MODEL, ann_folder(cat.store), threads=BUILD_THREADS)
     cat.search_vector(queries[0], k=K)
-    ann = cat._ann[MODEL]
     res["reopen_first_search_s"] = round(time.perf_counter() - t0, 2)
     res["reopen_action"] = ann.last_action
     index = ann.index
@@ -238,7 +243,6 @@ def bench_embedded(
     cat.close()
 
 
-
 def rows_of(hits) -> np.ndarray:
     """Dataset rows of catalog hits (product ids are "p<row>")."""
     return np.array([int(h.product_id[1:]) for h in hits], dtype=np.int64)
@@ -260,6 +264,7 @@ def measure_filtered(cat, queries, ftruth, label, out) -> dict:
         log(f"{label} filtered", tier, results[tier])
         save(out)
     return results
+
 
 def bench_churn(index, data, queries, truth, ef, res: dict) -> None:
     """Delete 30% of the vectors from the embedded store's fresh HNSW graph and re-add them
@@ -286,66 +291,53 @@ def bench_churn(index, data, queries, truth, ef, res: dict) -> None:
 
 
 def load_postgres(url: str, data: np.ndarray, tiers: np.ndarray) -> dict:
+    """COPY the rows in (vectors in pgvector's binary format), then build the HNSW index the way
+    the store does on a first search (PostgresStore.ensure_hnsw: its m / ef_construction)."""
     import psycopg
+    from pgvector.psycopg import register_vector
 
-    from lookalike.store.postgres import PostgresStore, index_name
+    from lookalike.store.postgres import PostgresStore
 
     PostgresStore(url).close()  # migrations
     timings = {}
     t0 = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
-        with conn.cursor() as cur:
-            with cur.copy(
-                "COPY products (id, product_id, title, category, created_at, updated_at) FROM STDIN"
-            ) as cp:
-                for i in range(len(data)):
-                    cp.write_row((i + 1, f"p{i}", f"item {i}", tiers[i], "2026-01-01", "2026-01-01"))
-            with cur.copy("COPY images (id, sha256, uri, width, height, created_at) FROM STDIN") as cp:
-                for i in range(len(data)):
-                    cp.write_row(
-                        (
-                            i + 1,
-                            hashlib.sha256(f"img{i}".encode()).hexdigest(),
-                            f"bench:{i}",
-                            28,
-                            28,
-                            "2026-01-01",
-                        )
-                    )
-            with cur.copy("COPY product_images (product_id, image_id) FROM STDIN") as cp:
-                for i in range(len(data)):
-                    cp.write_row((i + 1, i + 1))
-            with cur.copy("COPY embeddings (image_id, model, dim, vector) FROM STDIN") as cp:
-                buf = io.StringIO()
-                for s in range(0, len(data), 10_000):
-                    buf.seek(0)
-                    buf.truncate()
-                    for i in range(s, min(len(data), s + 10_000)):
-                        buf.write(f"{i + 1}\t{MODEL}\t128\t[{','.join(map(repr, data[i].tolist()))}]\n")
-                    cp.write(buf.getvalue())
-            cur.execute(
-                "SELECT setval('products_id_seq', %s), setval('images_id_seq', %s)", (len(data), len(data))
-            )
-            cur.execute(
-                "INSERT INTO meta(key, value) VALUES ('model', %s) ON CONFLICT (key) DO UPDATE SET value = "
-                "EXCLUDED.value",
-                (MODEL,),
-            )
-            cur.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")
-            timings["copy_s"] = round(time.perf_counter() - t0, 1)
-            log(f"postgres copy {timings['copy_s']}s")
-            cur.execute("ANALYZE")
-            cur.execute("SET maintenance_work_mem = '6GB'")
-            cur.execute(f"SET max_parallel_maintenance_workers = {BUILD_THREADS - 1}")
-            t0 = time.perf_counter()
-            cur.execute(
-                f"CREATE INDEX {index_name(MODEL)} ON embeddings USING hnsw ((vector::vector(128)) "
-                f"vector_cosine_ops) "
-                f"WITH (m = 16, ef_construction = 64) WHERE model = '{MODEL}'"
-            )
-            timings["hnsw_build_s"] = round(time.perf_counter() - t0, 1)
-            log(f"postgres hnsw build {timings['hnsw_build_s']}s")
-            cur.execute("VACUUM ANALYZE")
+        register_vector(conn)  # before the cursor: it copies the connection's adapters
+        cur = conn.cursor()
+        products = "COPY products (id, product_id, title, category, created_at, updated_at) FROM STDIN"
+        with cur.copy(products) as cp:
+            for i in range(len(data)):
+                cp.write_row((i + 1, f"p{i}", f"item {i}", tiers[i], "2026-01-01", "2026-01-01"))
+        with cur.copy("COPY images (id, sha256, uri, width, height, created_at) FROM STDIN") as cp:
+            for i in range(len(data)):
+                sha = hashlib.sha256(f"img{i}".encode()).hexdigest()
+                cp.write_row((i + 1, sha, f"bench:{i}", 28, 28, "2026-01-01"))
+        with cur.copy("COPY product_images (product_id, image_id) FROM STDIN") as cp:
+            for i in range(len(data)):
+                cp.write_row((i + 1, i + 1))
+        with cur.copy("COPY embeddings (image_id, model, dim, vector) FROM STDIN WITH (FORMAT BINARY)") as cp:
+            cp.set_types(["int8", "text", "int4", "vector"])
+            for i in range(len(data)):
+                cp.write_row((i + 1, MODEL, 128, data[i]))
+        n = len(data)
+        cur.execute("SELECT setval('products_id_seq', %s), setval('images_id_seq', %s)", (n, n))
+        cur.execute(
+            "INSERT INTO meta(key, value) VALUES ('model', %s) ON CONFLICT (key) DO UPDATE SET value = "
+            "EXCLUDED.value",
+            (MODEL,),
+        )
+        cur.execute("UPDATE meta SET value = '1' WHERE key = 'generation'")
+        timings["copy_s"] = round(time.perf_counter() - t0, 1)
+        log(f"postgres copy {timings['copy_s']}s")
+        cur.execute("VACUUM ANALYZE")
+    # leader + BUILD_THREADS - 1 parallel workers
+    store = PostgresStore(url)
+    built = store.ensure_hnsw(MODEL, maintenance_work_mem=PG_BUILD_MEMORY, workers=BUILD_THREADS - 1)
+    timings["hnsw_build_s"] = round(built or 0.0, 1)
+    timings["hnsw"] = store.hnsw_options(MODEL)
+    timings["build_threads"] = BUILD_THREADS
+    store.close()
+    log(f"postgres hnsw build {timings['hnsw_build_s']}s {timings['hnsw']}")
     return timings
 
 
@@ -410,17 +402,19 @@ def report(path: Path) -> str:
     return "\n".join(lines)
 
 
-def plot(path: Path, png: Path) -> None:
+def plot(paths: list[Path], png: Path) -> None:
     """Recall@10 vs QPS per system and dataset (docs/img/scale-out-ann.png)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    r = json.loads(path.read_text())
-    names = list(r["datasets"])
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    panels = []  # (results, dataset name) from every file
+    for path in paths:
+        r = json.loads(path.read_text())
+        panels += [(r, name) for name in r["datasets"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    for ax, (r, name) in zip(axes[0], panels, strict=True):
         d = r["datasets"][name]
         for label, sub, key, style in [
             ("embedded store (catalog)", d.get("embedded", {}), "ef", "o-"),
@@ -443,11 +437,12 @@ def plot(path: Path, png: Path) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--report":
-        print(report(Path(sys.argv[2])))
+    global BUILD_THREADS, PG_BUILD_MEMORY
+    if len(sys.argv) >= 3 and sys.argv[1] == "--report":
+        print("\n".join(report(Path(f)) for f in sys.argv[2:]))
         return
-    if len(sys.argv) == 4 and sys.argv[1] == "--plot":
-        plot(Path(sys.argv[2]), Path(sys.argv[3]))
+    if len(sys.argv) >= 4 and sys.argv[1] == "--plot":  # --plot RESULTS.json [MORE.json ...] OUT.png
+        plot([Path(f) for f in sys.argv[2:-1]], Path(sys.argv[-1]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -458,7 +453,10 @@ def main() -> None:
     ap.add_argument("--efs", default="64,128,256,512,1000")
     ap.add_argument("--workdir", default="/tmp/bench-ann")
     ap.add_argument("--out", default="/tmp/bench-ann.json")
+    ap.add_argument("--build-threads", type=int, default=BUILD_THREADS, help="threads for index builds")
+    ap.add_argument("--pg-build-memory", default=PG_BUILD_MEMORY, help="maintenance_work_mem for pgvector")
     args = ap.parse_args()
+    BUILD_THREADS, PG_BUILD_MEMORY = args.build_threads, args.pg_build_memory
     os.environ.setdefault("LOOKALIKE_PROGRESS", "0")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -470,7 +468,7 @@ def main() -> None:
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cpus, {platform.python_version()}",
-        "build_threads": BUILD_THREADS,
+            "build_threads": BUILD_THREADS,
             "n": args.n,
             "queries": args.queries,
             "datasets": {},
