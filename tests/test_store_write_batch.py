@@ -85,6 +85,11 @@ def test_counts_idempotency_and_merge(store):
     assert a.image_ids == [ids[a1.sha256][0], ids[a2.sha256][0]]  # in the order given
     got = store.vectors_for_images([ids[a2.sha256][0]], "m")[ids[a2.sha256][0]]
     np.testing.assert_allclose(got, a2.vector, rtol=1e-6)
+    pks = store.product_pks(["a", "b"])
+    assert store.product_labels([pks["b"], pks["a"], 10**9]) == {
+        pks["a"]: ("a", "A", "Bag"),
+        pks["b"]: ("b", "B", None),
+    }
 
 
 def test_a_product_named_twice_in_one_batch_is_written_in_order(store):
