@@ -45,6 +45,7 @@ MODEL = "bench128"
 TIERS = [("t50", 0.5), ("t5", 0.05), ("t01", 0.001)]
 
 RESULTS: dict = {}
+STARTED = time.perf_counter()
 
 
 def log(*args) -> None:
@@ -52,6 +53,7 @@ def log(*args) -> None:
 
 
 def save(out: Path) -> None:
+    RESULTS["elapsed_s"] = round(time.perf_counter() - STARTED, 1)  # so far: a cut run says how far
     out.write_text(json.dumps(RESULTS, indent=2))
 
 
@@ -196,9 +198,7 @@ def load_sqlite(path: Path, data: np.ndarray, tiers: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
-def bench_embedded(
-    db: Path, data, queries, truth, ftruth, efs, res: dict, out: Path, churn: dict | None
-) -> None:
+def bench_embedded(db: Path, queries, truth, ftruth, efs, res: dict, out: Path) -> None:
     from lookalike.catalog import Catalog
     from lookalike.index.hnsw import PersistentHNSW, ann_folder
 
@@ -237,10 +237,19 @@ def bench_embedded(
     res["filter_ef"] = pick_ef(res["ef"])
     index.expansion_search = res["filter_ef"]
     res["filtered"] = measure_filtered(cat, queries, ftruth, "embedded", out)
-    if churn is not None:
-        bench_churn(index, data, queries, truth, res["filter_ef"], churn)
-        save(out)
     cat.close()
+
+
+def open_embedded_index(db: Path):
+    """The embedded store's HNSW index, loaded from the file beside the database."""
+    from lookalike.catalog import Catalog
+    from lookalike.index.hnsw import PersistentHNSW, ann_folder
+
+    cat = Catalog.open(db)
+    cat.ann_min_vectors = 0
+    ann = cat._ann[MODEL] = PersistentHNSW(cat.store, MODEL, ann_folder(cat.store), threads=BUILD_THREADS)
+    cat.search_vector(np.ones(128, dtype=np.float32), k=K)  # loads the file
+    return cat, ann.index
 
 
 def rows_of(hits) -> np.ndarray:
@@ -361,11 +370,21 @@ def bench_pgvector(url: str, queries, truth, ftruth, efs, res: dict, out: Path) 
     cat.close()
 
 
+def pg_label(sub: dict) -> str:
+    h = sub.get("hnsw") or {"m": 16, "ef_construction": 64}  # results before the store's build
+    return f"pgvector HNSW m={h['m']} efc={h['ef_construction']} (catalog-level)"
+
+
 def report(path: Path) -> str:
     """Markdown tables of a results file (for BENCHMARKS.md)."""
     r = json.loads(path.read_text())
-    wall = r.get("wall_s", "?")
-    lines = [f"`{r['command']}` — {r['date']}, n = {r['n']:,}, {r['queries']} queries, wall {wall} s", ""]
+    wall = r.get("wall_s") or f"{r.get('elapsed_s', '?')} (not finished)"
+    threads = r.get("build_threads", "?")
+    lines = [
+        f"`{r['command']}` — {r['date']}, n = {r['n']:,}, {r['queries']} queries, build threads {threads}, "
+        f"wall {wall} s",
+        "",
+    ]
     for name, d in r["datasets"].items():
         lines += [f"**{name}** (n = {r['n']:,} x 128)", ""]
         lines += ["| system | build | ef | recall@10 | QPS | p50 ms | p99 ms |", "|---" * 7 + "|"]
@@ -373,7 +392,7 @@ def report(path: Path) -> str:
             ("embedded store (catalog-level)", d.get("embedded", {}), "ef", "index_build_s"),
             ("raw usearch (same graph)", d.get("embedded", {}), "raw_usearch_ef", None),
             ("faiss IndexHNSWFlat M=32", d.get("faiss_hnsw", {}), "ef", "build_s"),
-            ("pgvector HNSW (catalog-level)", d.get("pgvector", {}), "ef", "hnsw_build_s"),
+            (pg_label(d.get("pgvector", {})), d.get("pgvector", {}), "ef", "hnsw_build_s"),
         ]
         for label, sub, key, build in rows:
             for ef, m in sub.get(key, {}).items():
@@ -449,12 +468,17 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--filtered-queries", type=int, default=200)
     ap.add_argument("--datasets", default="random,clustered")
-    ap.add_argument("--systems", default="embedded,faiss,pgvector,churn")
+    ap.add_argument(
+        "--systems",
+        default="embedded,faiss,pgvector,churn",
+        help="run in the order faiss, embedded, pgvector, churn",
+    )
     ap.add_argument("--efs", default="64,128,256,512,1000")
     ap.add_argument("--workdir", default="/tmp/bench-ann")
     ap.add_argument("--out", default="/tmp/bench-ann.json")
     ap.add_argument("--build-threads", type=int, default=BUILD_THREADS, help="threads for index builds")
     ap.add_argument("--pg-build-memory", default=PG_BUILD_MEMORY, help="maintenance_work_mem for pgvector")
+    ap.add_argument("--pg-shared-buffers", default="2GB", help="shared_buffers of a new benchmark server")
     args = ap.parse_args()
     BUILD_THREADS, PG_BUILD_MEMORY = args.build_threads, args.pg_build_memory
     os.environ.setdefault("LOOKALIKE_PROGRESS", "0")
@@ -492,28 +516,23 @@ def main() -> None:
         save(out)
         if "faiss" in systems:
             bench_faiss(data, queries, truth, efs, res.setdefault("faiss_hnsw", {}), out)
+        db = work / f"{name}.db"
         if "embedded" in systems:
-            db = work / f"{name}.db"
             sub = res.setdefault("embedded", {})
             sub["sqlite_load_s"] = round(load_sqlite(db, data, tiers), 1)
             log(f"sqlite load {sub['sqlite_load_s']}s")
-            bench_embedded(
-                db,
-                data,
-                queries,
-                truth,
-                ftruth,
-                efs,
-                sub,
-                out,
-                res.setdefault("churn", {}) if "churn" in systems else None,
-            )
+            bench_embedded(db, queries, truth, ftruth, efs, sub, out)
         if "pgvector" in systems:
             from lookalike.store.pgserver import LocalPostgres
 
             if server is None:
                 server = LocalPostgres(work / "pgdata", fast_unsafe=True)
+                if not server.initialised:  # room for the index in PostgreSQL's own cache
+                    server.init()
+                    with open(server.pgdata / "postgresql.auto.conf", "a") as f:
+                        f.write(f"shared_buffers = '{args.pg_shared_buffers}'\n")
                 server.start()
+                RESULTS["pg_shared_buffers"] = args.pg_shared_buffers
             dbname = f"ann_{name}_{args.n}"
             import psycopg
 
@@ -524,6 +543,13 @@ def main() -> None:
             sub.update(load_postgres(url, data, tiers))
             save(out)
             bench_pgvector(url, queries, truth, ftruth, efs, sub, out)
+        if "churn" in systems and "embedded" in systems:  # last: it changes the embedded graph
+            cat, index = open_embedded_index(db)
+            bench_churn(
+                index, data, queries, truth, res["embedded"]["filter_ef"], res.setdefault("churn", {})
+            )
+            cat.close()
+            save(out)
         del data
     RESULTS["wall_s"] = round(time.perf_counter() - started, 1)
     save(out)
