@@ -375,6 +375,41 @@ def pg_label(sub: dict) -> str:
     return f"pgvector HNSW m={h['m']} efc={h['ef_construction']} (catalog-level)"
 
 
+def at_recall(by_ef: dict, target: float) -> tuple[str, dict] | None:
+    """(ef, measurement) of the smallest ef whose recall@10 reaches ``target``."""
+    good = sorted((int(ef), m) for ef, m in by_ef.items() if m["recall@10"] >= target)
+    return (str(good[0][0]), good[0][1]) if good else None
+
+
+def equal_recall(d: dict) -> list[str]:
+    """Each system at the smallest ef reaching recall@10 0.95 / 0.99, and embedded vs faiss QPS."""
+    systems = [
+        ("embedded store", d.get("embedded", {}).get("ef", {})),
+        ("raw usearch", d.get("embedded", {}).get("raw_usearch_ef", {})),
+        ("faiss", d.get("faiss_hnsw", {}).get("ef", {})),
+        ("pgvector", d.get("pgvector", {}).get("ef", {})),
+    ]
+    lines = ["| recall@10 ≥ | " + " | ".join(n for n, _ in systems) + " | embedded / faiss QPS |"]
+    lines.append("|---" * (len(systems) + 2) + "|")
+    for target in (0.95, 0.99):
+        cells, qps = [], {}
+        for name, by_ef in systems:
+            hit = at_recall(by_ef, target)
+            if hit is None:
+                cells.append("not reached" if by_ef else "—")
+                continue
+            ef, m = hit
+            qps[name] = m["qps"]
+            cells.append(f"ef {ef}: {m['qps']:.0f} QPS, p99 {m['p99_ms']:.2f} ms")
+        ratio = (
+            f"{qps['embedded store'] / qps['faiss']:.0%}"
+            if "embedded store" in qps and "faiss" in qps
+            else "—"
+        )
+        lines.append(f"| {target} | " + " | ".join(cells) + f" | {ratio} |")
+    return lines
+
+
 def report(path: Path) -> str:
     """Markdown tables of a results file (for BENCHMARKS.md)."""
     r = json.loads(path.read_text())
@@ -410,6 +445,7 @@ def report(path: Path) -> str:
                     f"| {label} | {tier} ({size:,}) | {sub.get('filter_ef')} | {m['recall@10']:.3f} | "
                     f"{m['min_results']} | {m['qps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
                 )
+        lines += ["", *equal_recall(d)]
         c = d.get("churn")
         if c:
             lines += [
