@@ -25,6 +25,8 @@ import numpy as np
 import psycopg
 from pgvector.psycopg.vector import register_vector_info
 from psycopg import sql
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from psycopg.types import TypeInfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -168,8 +170,21 @@ def _iso(value) -> str | None:
     return str(value)
 
 
-def _parse_vec(text: str) -> np.ndarray:
-    return np.array(json.loads(text), dtype=np.float32)
+class _VectorBytesLoader(Loader):
+    """A vector in pgvector's binary format, as bytes (unpacked many at a time)."""
+
+    format = Format.BINARY
+
+    def load(self, data) -> bytes:
+        return bytes(data)
+
+
+def _unpack_vectors(blobs: list[bytes]) -> np.ndarray:
+    """float32 [n, dim] from pgvector's binary format: uint16 dim, uint16 0, dim big-endian floats."""
+    if len({len(b) for b in blobs}) != 1:
+        raise StoreError("vectors of one model have different dimensions")
+    # the 4-byte header takes the place of one float: drop that column
+    return np.frombuffer(b"".join(blobs), dtype=">f4").reshape(len(blobs), -1)[:, 1:].astype(np.float32)
 
 
 def index_name(model: str) -> str:
@@ -646,14 +661,15 @@ class PostgresStore(Store):
         return self._query(q, [*params, limit])[0][0]
 
     def load_vectors(self, model: str) -> tuple[np.ndarray, np.ndarray]:
-        with self._conn() as conn, conn.cursor() as cur:
+        with self._conn() as conn, conn.cursor(binary=True) as cur:
+            cur.adapters.register_loader(self._vector_info.oid, _VectorBytesLoader)
             cur.execute(
-                "SELECT image_id, vector::text FROM embeddings WHERE model = %s ORDER BY image_id", (model,)
+                "SELECT image_id, vector FROM embeddings WHERE model = %s ORDER BY image_id", (model,)
             )
             ids, vecs = [], []
             while rows := cur.fetchmany(10_000):
                 ids.extend(r[0] for r in rows)
-                vecs.append(np.array([json.loads(r[1]) for r in rows], dtype=np.float32))
+                vecs.append(_unpack_vectors([r[1] for r in rows]))
         if not ids:
             return np.empty(0, dtype=np.int64), np.empty((0, 0), dtype=np.float32)
         return np.asarray(ids, dtype=np.int64), np.concatenate(vecs)
@@ -667,11 +683,16 @@ class PostgresStore(Store):
         ids = [int(i) for i in image_ids]
         if not ids:
             return {}
-        rows = self._query(
-            "SELECT image_id, vector::text FROM embeddings WHERE model = %s AND image_id = ANY(%s)",
-            (model, ids),
-        )
-        return {iid: _parse_vec(text) for iid, text in rows}
+        with self._conn() as conn, conn.cursor(binary=True) as cur:
+            cur.adapters.register_loader(self._vector_info.oid, _VectorBytesLoader)
+            cur.execute(
+                "SELECT image_id, vector FROM embeddings WHERE model = %s AND image_id = ANY(%s)",
+                (model, ids),
+            )
+            rows = cur.fetchall()
+        if not rows:
+            return {}
+        return dict(zip((r[0] for r in rows), _unpack_vectors([r[1] for r in rows]), strict=True))
 
     def models(self) -> dict[str, int]:
         return dict(self._query("SELECT model, COUNT(*) FROM embeddings GROUP BY model ORDER BY model"))
