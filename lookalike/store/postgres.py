@@ -192,9 +192,10 @@ def index_name(model: str) -> str:
 
 
 class PostgresStore(Store):
-    """A catalog in PostgreSQL. HNSW build parameters come from keyword arguments or the URL
-    (``postgresql://host/db?hnsw_m=32&hnsw_ef_construction=128&hnsw_ef_search=100``); they apply
-    when a model's index is created (see :data:`HNSW_DEFAULTS`)."""
+    """A catalog in PostgreSQL. HNSW parameters come from keyword arguments or the URL
+    (``postgresql://host/db?hnsw_m=32&hnsw_ef_construction=128&hnsw_ef_search=100``): m and
+    ef_construction apply when a model's index is built, ef_search to every query
+    (see :data:`HNSW_DEFAULTS`)."""
 
     def __init__(
         self,
