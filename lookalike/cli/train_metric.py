@@ -78,6 +78,25 @@ def train_metric_cmd(
     val_every: Annotated[int, typer.Option(min=1)] = 500,
     limit: Annotated[int | None, typer.Option(help="Train on the first N items only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    localize: Annotated[
+        bool,
+        typer.Option(
+            help="First train a localizer that finds the item in a photo; embed the item cut out upright."
+        ),
+    ] = False,
+    localizer_steps: Annotated[int, typer.Option(min=1, help="Localizer training steps.")] = 1200,
+    localizer_views: Annotated[
+        int, typer.Option(min=100, help="Street views rendered to train the localizer.")
+    ] = 24000,
+    polarity: Annotated[
+        bool, typer.Option(help="Flip products darker than their surroundings to light-on-dark.")
+    ] = False,
+    proxy_weight: Annotated[
+        float, typer.Option(help="Weight of an auxiliary identity-proxy loss (normalised softmax).")
+    ] = 0.0,
+    crop_jitter: Annotated[
+        float, typer.Option(min=0.0, help="Scale of the box jitter on training crops (localizer errors).")
+    ] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train FC512-ELU-FC128-L2 embeddings with triplets; rerun the same command to resume."""
@@ -110,6 +129,12 @@ def train_metric_cmd(
         val_every=val_every,
         limit=limit,
         threads=threads,
+        localize=localize,
+        localizer_steps=localizer_steps,
+        localizer_views=localizer_views,
+        crop_jitter=crop_jitter,
+        polarity=polarity,
+        proxy_weight=proxy_weight,
         seed=seed,
         command="lookalike " + shlex.join(sys.argv[1:]),
     )

@@ -190,6 +190,8 @@ class StreetViewAugment:
             "size": (w, h),
             "scale": scale,
             "rotation": angle,
+            # where the item is: the centre (x, y) and side of its unrotated square, in pixels
+            "box": (x0 + mw / 2, y0 + mh / 2, float(side), angle),
             "visible": visible,
             "background": bg_kind,
             "blur": radius,

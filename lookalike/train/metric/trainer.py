@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from lookalike.errors import LookalikeError
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
@@ -66,6 +67,12 @@ class MetricRecipe:
     limit: int | None = None  # train on the first N items only
     seed: int = 0
     threads: int = 2
+    localize: bool = False  # first train a localizer; embed the item cut out of the photo
+    localizer_steps: int = 1200
+    localizer_views: int = 24000
+    crop_jitter: float = 1.0  # scale of the box jitter applied to training crops
+    polarity: bool = False  # flip products darker than their surroundings to light-on-dark
+    proxy_weight: float = 0.0  # weight of an auxiliary identity-proxy loss (normalised softmax)
     command: str = ""
 
     def arch(self, in_channels: int = 1) -> dict:
@@ -78,7 +85,10 @@ class MetricRecipe:
         }
 
     def preprocess(self) -> dict:
-        return {"size": self.input_size, "channels": 1, "normalise": "per_image"}
+        pre = {"size": self.input_size, "channels": 1, "normalise": "per_image"}
+        if self.polarity:
+            pre["polarity"] = "auto"
+        return pre
 
 
 @dataclass
@@ -117,6 +127,7 @@ class TrainResult:
 class _Trainer:
     def __init__(self, data: TrainData, recipe: MetricRecipe, run_dir: Path):
         self.data, self.r, self.run_dir = data, recipe, run_dir
+        self.localizer = None  # set by train_metric when the recipe localizes
         self.pre = recipe.preprocess()
         n = len(data)
         # hold out validation identities (never trained on), chosen by the seed
@@ -149,8 +160,46 @@ class _Trainer:
     def image(self, item: int):
         return self.data.images[int(item)]
 
-    def shop_tensor(self, items: np.ndarray) -> torch.Tensor:
-        return preprocess_images([self.image(i) for i in items], self.pre)
+    def to_tensor(self, views: list, boxes: list | None = None) -> torch.Tensor:
+        """Photos -> network input. With a localizer the item is cut out of each photo first: at its
+        known (jittered) box for synthetic views, where the localizer finds it otherwise."""
+        if self.localizer is not None:
+            from lookalike.embedders._localizer import crop_items, predict_boxes
+
+            views = [v if isinstance(v, Image.Image) else Image.fromarray(np.asarray(v)) for v in views]
+            boxes = list(boxes) if boxes is not None else [None] * len(views)
+            unknown = [i for i, b in enumerate(boxes) if b is None]
+            if unknown:
+                found = predict_boxes(self.localizer, [views[i] for i in unknown])
+                for i, b in zip(unknown, found, strict=True):
+                    boxes[i] = b
+            views = crop_items(views, np.array(boxes, dtype=np.float64), self.r.input_size)
+        return preprocess_images(views, self.pre)
+
+    def _jitter(self, box, rng: np.random.Generator, scale: float = 1.0) -> tuple:
+        """A true box moved by about the localizer's error, so the network learns from crops like
+        the ones it will get at search time (without running the localizer on every batch)."""
+        cx, cy, side, angle = box
+        j = self.r.crop_jitter * scale
+        return (
+            cx + rng.normal(0, 0.06 * j) * side,
+            cy + rng.normal(0, 0.06 * j) * side,
+            side * float(np.exp(rng.normal(0, 0.08 * j))),
+            angle + rng.normal(0, 4.0 * j),
+        )
+
+    def shop_tensor(self, items: np.ndarray, key: tuple | None = None) -> torch.Tensor:
+        images = [self.image(i) for i in items]
+        if self.localizer is None:
+            return self.to_tensor(images)
+        boxes = []
+        for j, img in enumerate(images):
+            h, w = np.asarray(img).shape[:2]
+            box = (w / 2, h / 2, float(max(w, h)), 0.0)
+            if key is not None:  # training batches: jitter like the localizer's small errors
+                box = self._jitter(box, np.random.default_rng([self.r.seed, *key, j, 1]), 0.5)
+            boxes.append(box)
+        return self.to_tensor(images, boxes)
 
     def difficulty(self, step: int) -> float:
         r = self.r
@@ -158,22 +207,28 @@ class _Trainer:
             return r.difficulty
         return r.difficulty * (0.2 + 0.8 * step / r.curriculum)
 
-    def street_tensor(self, items: np.ndarray, key: tuple, difficulty: float | None = None) -> torch.Tensor:
+    def street_tensor(
+        self, items: np.ndarray, key: tuple, difficulty: float | None = None, true_boxes: bool = True
+    ) -> torch.Tensor:
+        """Street views of ``items``; ``true_boxes=False`` makes the localizer find every item (as at
+        search time, used for validation)."""
         aug = StreetViewAugment(
             size=tuple(self.r.aug_size), difficulty=self.r.difficulty if difficulty is None else difficulty
         )
-        views = []
+        views, boxes = [], []
         for j, item in enumerate(items):
             rng = np.random.default_rng([self.r.seed, *key, j])
             photos = self.data.street_photos.get(int(item))
             if photos and rng.random() < 0.5:
                 views.append(photos[int(rng.integers(len(photos)))])
+                boxes.append(None)
             else:
                 views.append(aug(self.image(item), rng))
-        return preprocess_images(views, self.pre)
+                boxes.append(self._jitter(aug.last_params["box"], rng) if true_boxes else None)
+        return self.to_tensor(views, boxes)
 
     def render(self, step: int, batch: CrossDomainBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.shop_tensor(batch.shop), self.street_tensor(
+        return self.shop_tensor(batch.shop, (step, 0)), self.street_tensor(
             batch.street, (step, 1), self.difficulty(step)
         )
 
@@ -204,6 +259,14 @@ class _Trainer:
         self.class_miner = miners.TripletMarginMiner(
             margin=r.margin, distance=dist, type_of_triplets="semihard"
         )
+        self.proxy_loss = None
+        if r.proxy_weight > 0:
+            # one learned proxy per product identity: every step pulls each embedding towards its own
+            # proxy and away from all the others, a dense signal next to the sparse triplets
+            n_ids = int(np.max(self.data.identity_labels)) + 1
+            self.proxy_loss = losses.NormalizedSoftmaxLoss(
+                num_classes=n_ids, embedding_size=r.dim, temperature=0.05
+            )
 
     def _mine(self, emb, labels, ref=None, ref_labels=None):
         """Online triplets (anchor rows in ``emb``, positive/negative rows in ``ref`` or ``emb``)."""
@@ -245,6 +308,9 @@ class _Trainer:
             explicit = None if pairs is None else (pairs[0], n + pairs[0] * k, n + pairs[1] * k)
             idx = self._merge(self._mine(emb, lab), explicit)
             loss = self._triplet(emb, lab, idx)
+        if self.proxy_loss is not None:
+            ids = torch.as_tensor(self.data.identity_labels[np.concatenate([batch.shop, batch.street])])
+            loss = loss + r.proxy_weight * self.proxy_loss(torch.cat([shop_emb, street_emb]), ids)
         if r.class_weight > 0 and self.data.class_labels is not None:
             emb = torch.cat([shop_emb, street_emb])
             cl = torch.as_tensor(self.data.class_labels[np.concatenate([batch.shop, batch.street])])
@@ -330,7 +396,9 @@ class _Trainer:
     # -- validation --------------------------------------------------------------------------
     def validate(self, model) -> dict:
         if not hasattr(self, "_val_q"):
-            self._val_q = self.street_tensor(self.val_items, (10**9, 0), self.r.val_difficulty)
+            self._val_q = self.street_tensor(
+                self.val_items, (10**9, 0), self.r.val_difficulty, true_boxes=False
+            )
             self._val_g = self.shop_tensor(self.val_gallery)
         q = self.embed(model, self._val_q)
         g = self.embed(model, self._val_g)
@@ -387,8 +455,14 @@ def train_metric(
     t0 = time.time()
 
     tr = _Trainer(data, r, run_dir)
+    localizer_extra = None
+    if r.localize:
+        tr.localizer, localizer_extra = _localizer_for(tr, run_dir, log)
     model = build_model(r.arch(), pretrained=r.pretrained)
-    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    if tr.proxy_loss is not None:  # proxies learn faster than the network (each is seen rarely)
+        groups.append({"params": list(tr.proxy_loss.parameters()), "lr_scale": 10.0, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=r.lr, weight_decay=r.weight_decay)
     step, history, mined = 0, [], None
     elapsed_before = 0.0
     state_path = run_dir / "state.pt"
@@ -397,6 +471,8 @@ def train_metric(
         if state["recipe"] != json.loads(json.dumps(asdict(r) | {"command": ""}, default=list)):
             raise LookalikeError(f"{state_path} belongs to a run with another recipe; use a new --run-dir")
         model.load_state_dict(state["model"])
+        if tr.proxy_loss is not None:
+            tr.proxy_loss.load_state_dict(state["proxies"])
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], json.loads(state["history"])
         mined = state["mined"].numpy() if state.get("mined") is not None else None
@@ -408,6 +484,7 @@ def train_metric(
             {
                 "recipe": json.loads(json.dumps(asdict(r) | {"command": ""}, default=list)),
                 "model": model.state_dict(),
+                "proxies": None if tr.proxy_loss is None else tr.proxy_loss.state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "history": json.dumps(history),
@@ -443,7 +520,7 @@ def train_metric(
                 nb, _ = tr.batch_for(nxt, mined)
                 pending = (nxt, pool.submit(tr.render, nxt, nb))
             for g in opt.param_groups:
-                g["lr"] = _lr(r, step)
+                g["lr"] = _lr(r, step) * g.get("lr_scale", 1.0)
             emb = model(torch.cat([shop_x, street_x]))
             loss = tr.loss(emb[: len(shop_x)], emb[len(shop_x) :], batch, pairs)
             opt.zero_grad(set_to_none=True)
@@ -477,10 +554,36 @@ def train_metric(
         preprocess=r.preprocess(),
         recipe=json.loads(json.dumps(asdict(r), default=list)),
         metrics=metrics,
+        extra={"localizer": localizer_extra} if localizer_extra else None,
     )
     curves = save_curves(history, run_dir / "curves.png")
     (run_dir / "history.json").write_text(json.dumps(history))
     return TrainResult(out, metrics, history, curves, seconds)
+
+
+def _localizer_for(tr: _Trainer, run_dir: Path, log) -> tuple[torch.nn.Module, dict]:
+    """Train the run's localizer on the training items (or load it from an interrupted run)."""
+    from lookalike.embedders._localizer import build_localizer
+    from lookalike.train.metric.localizer import LocalizerRecipe, train_localizer
+
+    r = tr.r
+    lr = LocalizerRecipe(views=r.localizer_views, steps=r.localizer_steps, seed=r.seed, workers=r.threads)
+    path = run_dir / "localizer.pt"
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_localizer(saved["arch"], saved["state_dict"])
+        return model, saved
+    model, metrics = train_localizer(tr.data.images, tr.train_items, tr.val_items, lr, log=log)
+    saved = {
+        "arch": {"widths": list(model.widths)},
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "metrics": metrics,
+        "recipe": json.loads(json.dumps(asdict(lr), default=list)),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(saved, tmp)
+    tmp.replace(path)
+    return model, saved
 
 
 def save_curves(history: list[dict], path: Path) -> Path:

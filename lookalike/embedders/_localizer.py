@@ -1,0 +1,158 @@
+"""Find the product in a photo, then cut it out upright: the first stage of street-to-shop search.
+
+A customer photo shows the item small, off-centre, rotated and on a busy background; squeezing the
+whole photo into the embedding network's 32×32 input would throw away most of the item's pixels.
+Like the detect-then-retrieve pipelines of the street-to-shop literature, a small CNN
+(:class:`Localizer`) looks at a 64×64 thumbnail of the photo and regresses where the item is: the
+centre, side and rotation of the square the product occupies. :func:`crop_items` then cuts that
+square out of the full-resolution photo, rotated back upright, and only the crop is embedded.
+A clean catalog image (the product filling the frame) maps to the whole frame, so shop and street
+images pass through the same pipeline.
+
+It lives with the embedders because the ``trained`` embedder rebuilds it from a checkpoint; the
+training code is ``lookalike.train.metric.localizer``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+#: input side of the localizer, in pixels
+INPUT_SIZE = 64
+#: rotations are regressed as angle / ANGLE_SCALE (degrees)
+ANGLE_SCALE = 25.0
+
+
+class Localizer(nn.Module):
+    """A light CNN on a 64×64 RGB thumbnail (strided stem, one 3×3 conv per stage) -> FC -> 5 numbers.
+
+    The outputs are ``(cx/w - 0.5, cy/h - 0.5, log(side/w), log(side/h), angle/25)``: the item's
+    centre and side relative to the photo's width and height, and its rotation in degrees / 25.
+    """
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 128)):
+        super().__init__()
+
+        def block(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+            return [
+                nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+
+        layers = block(3, widths[0], stride=2)  # 64 -> 32
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=False):
+            layers += block(c_in, c_out)
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        side = INPUT_SIZE // 2 ** len(widths)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(widths[-1] * side * side, 256), nn.ReLU(inplace=True), nn.Linear(256, 5)
+        )
+        self.widths = tuple(widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def thumbnail(image: Image.Image) -> np.ndarray:
+    """The localizer's view of a photo: RGB, squeezed to 64×64, uint8 (64, 64, 3)."""
+    img = image.convert("RGB")
+    if img.size != (INPUT_SIZE, INPUT_SIZE):
+        img = img.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def thumbnails_to_tensor(thumbs: np.ndarray) -> torch.Tensor:
+    """uint8 (n, 64, 64, 3) thumbnails -> (n, 3, 64, 64), each standardised over all its pixels."""
+    t = torch.from_numpy(np.asarray(thumbs, dtype=np.float32) / 255.0).permute(0, 3, 1, 2).contiguous()
+    mean = t.mean(dim=(1, 2, 3), keepdim=True)
+    std = t.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.02)
+    return (t - mean) / std
+
+
+def localizer_input(images: Sequence[Image.Image]) -> torch.Tensor:
+    """Photos of any size/mode -> (n, 3, 64, 64) network input."""
+    if not len(images):
+        return torch.zeros((0, 3, INPUT_SIZE, INPUT_SIZE))
+    return thumbnails_to_tensor(np.stack([thumbnail(img) for img in images]))
+
+
+def encode_boxes(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Pixel boxes ``(cx, cy, side, angle)`` of photos ``(w, h)`` -> regression targets."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w, h = np.asarray(sizes, dtype=np.float64).reshape(-1, 2).T
+    side = np.maximum(boxes[:, 2], 1.0)
+    return np.stack(
+        [
+            boxes[:, 0] / w - 0.5,
+            boxes[:, 1] / h - 0.5,
+            np.log(side / w),
+            np.log(side / h),
+            boxes[:, 3] / ANGLE_SCALE,
+        ],
+        axis=1,
+    ).astype(np.float32)
+
+
+def decode_boxes(params: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Regression outputs -> pixel boxes ``(cx, cy, side, angle)`` (side: geometric mean of both)."""
+    p = np.asarray(params, dtype=np.float64).reshape(-1, 5)
+    w, h = np.asarray(sizes, dtype=np.float64).reshape(-1, 2).T
+    side = np.exp((p[:, 2] + np.log(w) + p[:, 3] + np.log(h)) / 2)
+    return np.stack([(p[:, 0] + 0.5) * w, (p[:, 1] + 0.5) * h, side, p[:, 4] * ANGLE_SCALE], axis=1)
+
+
+@torch.no_grad()
+def predict_boxes(model: Localizer, images: Sequence[Image.Image], batch_size: int = 256) -> np.ndarray:
+    """Pixel boxes ``(cx, cy, side, angle)``, one per image."""
+    was_training = model.training
+    model.eval()
+    outs = [
+        model(localizer_input(images[s : s + batch_size])).numpy() for s in range(0, len(images), batch_size)
+    ]
+    model.train(was_training)
+    sizes = np.array([img.size for img in images], dtype=np.float64)
+    return decode_boxes(np.concatenate(outs) if outs else np.zeros((0, 5)), sizes)
+
+
+def crop_item(image: Image.Image, box: Sequence[float], size: int) -> Image.Image:
+    """Cut the square ``box = (cx, cy, side, angle)`` (pixels, degrees) out of ``image``, rotated back
+    upright, as a ``size``×``size`` image; parts outside the photo are black (like the catalog's
+    background). Large photos are first reduced so the crop is never more than 2× oversampled."""
+    cx, cy, side, angle = (float(v) for v in box)
+    side = max(side, 1.0)
+    f = min(1.0, 2 * size / side)
+    if f < 0.99:
+        image = image.resize(
+            (max(1, round(image.width * f)), max(1, round(image.height * f))), Image.Resampling.BOX
+        )
+        cx, cy, side = cx * f, cy * f, side * f
+    t = math.radians(angle)
+    c, s = math.cos(t), math.sin(t)
+    k = side / size
+    off = -side / 2 + 0.5 * k  # offset of the first output pixel centre from the box centre
+    # output pixel (x, y) -> input (a x + b y + c0, d x + e y + f0): the box's rotation applied
+    coeffs = (c * k, s * k, cx + (c + s) * off, -s * k, c * k, cy + (c - s) * off)
+    fill = 0 if image.mode in ("L", "1", "I", "F") else (0,) * len(image.getbands())
+    return image.transform(
+        (size, size), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR, fillcolor=fill
+    )
+
+
+def crop_items(images: Sequence[Image.Image], boxes: np.ndarray, size: int) -> list[Image.Image]:
+    return [crop_item(img, box, size) for img, box in zip(images, boxes, strict=True)]
+
+
+def build_localizer(arch: dict, state_dict: dict | None = None) -> Localizer:
+    model = Localizer(tuple(arch.get("widths", (16, 32, 64, 128, 128))))
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    model.eval()
+    return model
