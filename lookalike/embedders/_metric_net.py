@@ -40,6 +40,21 @@ def preprocess_images(images: Sequence[Image.Image | np.ndarray], preprocess: di
         if img.size != (size, size):
             img = img.resize((size, size), Image.Resampling.BILINEAR)
         out[i] = np.asarray(img, dtype=np.float32).reshape(size, size, channels) / 255.0
+    if preprocess.get("polarity") == "auto":
+        # a product darker than its surroundings is flipped to light-on-dark, like catalog images
+        # (a light product on black): compare the border ring of the (cropped) photo to the whole
+        ring = max(1, size // 10)
+        border = np.concatenate(
+            [
+                out[:, :ring].reshape(len(out), -1),
+                out[:, -ring:].reshape(len(out), -1),
+                out[:, :, :ring].reshape(len(out), -1),
+                out[:, :, -ring:].reshape(len(out), -1),
+            ],
+            axis=1,
+        ).mean(axis=1)
+        flip = border > out.reshape(len(out), -1).mean(axis=1)
+        out[flip] = 1.0 - out[flip]
     t = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
     if preprocess.get("normalise", "per_image") == "per_image":
         mean = t.mean(dim=(1, 2, 3), keepdim=True)
