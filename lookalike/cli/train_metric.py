@@ -91,9 +91,6 @@ def train_metric_cmd(
     polarity: Annotated[
         bool, typer.Option(help="Flip products darker than their surroundings to light-on-dark.")
     ] = False,
-    proxy_weight: Annotated[
-        float, typer.Option(help="Weight of an auxiliary identity-proxy loss (normalised softmax).")
-    ] = 0.0,
     crop_jitter: Annotated[
         float, typer.Option(min=0.0, help="Scale of the box jitter on training crops (localizer errors).")
     ] = 1.0,
@@ -134,7 +131,6 @@ def train_metric_cmd(
         localizer_views=localizer_views,
         crop_jitter=crop_jitter,
         polarity=polarity,
-        proxy_weight=proxy_weight,
         seed=seed,
         command="lookalike " + shlex.join(sys.argv[1:]),
     )

@@ -72,7 +72,6 @@ class MetricRecipe:
     localizer_views: int = 24000
     crop_jitter: float = 1.0  # scale of the box jitter applied to training crops
     polarity: bool = False  # flip products darker than their surroundings to light-on-dark
-    proxy_weight: float = 0.0  # weight of an auxiliary identity-proxy loss (normalised softmax)
     command: str = ""
 
     def arch(self, in_channels: int = 1) -> dict:
@@ -259,14 +258,6 @@ class _Trainer:
         self.class_miner = miners.TripletMarginMiner(
             margin=r.margin, distance=dist, type_of_triplets="semihard"
         )
-        self.proxy_loss = None
-        if r.proxy_weight > 0:
-            # one learned proxy per product identity: every step pulls each embedding towards its own
-            # proxy and away from all the others, a dense signal next to the sparse triplets
-            n_ids = int(np.max(self.data.identity_labels)) + 1
-            self.proxy_loss = losses.NormalizedSoftmaxLoss(
-                num_classes=n_ids, embedding_size=r.dim, temperature=0.05
-            )
 
     def _mine(self, emb, labels, ref=None, ref_labels=None):
         """Online triplets (anchor rows in ``emb``, positive/negative rows in ``ref`` or ``emb``)."""
@@ -308,9 +299,6 @@ class _Trainer:
             explicit = None if pairs is None else (pairs[0], n + pairs[0] * k, n + pairs[1] * k)
             idx = self._merge(self._mine(emb, lab), explicit)
             loss = self._triplet(emb, lab, idx)
-        if self.proxy_loss is not None:
-            ids = torch.as_tensor(self.data.identity_labels[np.concatenate([batch.shop, batch.street])])
-            loss = loss + r.proxy_weight * self.proxy_loss(torch.cat([shop_emb, street_emb]), ids)
         if r.class_weight > 0 and self.data.class_labels is not None:
             emb = torch.cat([shop_emb, street_emb])
             cl = torch.as_tensor(self.data.class_labels[np.concatenate([batch.shop, batch.street])])
@@ -459,10 +447,7 @@ def train_metric(
     if r.localize:
         tr.localizer, localizer_extra = _localizer_for(tr, run_dir, log)
     model = build_model(r.arch(), pretrained=r.pretrained)
-    groups = [{"params": list(model.parameters()), "lr_scale": 1.0}]
-    if tr.proxy_loss is not None:  # proxies learn faster than the network (each is seen rarely)
-        groups.append({"params": list(tr.proxy_loss.parameters()), "lr_scale": 10.0, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups, lr=r.lr, weight_decay=r.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     step, history, mined = 0, [], None
     elapsed_before = 0.0
     state_path = run_dir / "state.pt"
@@ -471,8 +456,6 @@ def train_metric(
         if state["recipe"] != json.loads(json.dumps(asdict(r) | {"command": ""}, default=list)):
             raise LookalikeError(f"{state_path} belongs to a run with another recipe; use a new --run-dir")
         model.load_state_dict(state["model"])
-        if tr.proxy_loss is not None:
-            tr.proxy_loss.load_state_dict(state["proxies"])
         opt.load_state_dict(state["optimizer"])
         step, history = state["step"], json.loads(state["history"])
         mined = state["mined"].numpy() if state.get("mined") is not None else None
@@ -484,7 +467,6 @@ def train_metric(
             {
                 "recipe": json.loads(json.dumps(asdict(r) | {"command": ""}, default=list)),
                 "model": model.state_dict(),
-                "proxies": None if tr.proxy_loss is None else tr.proxy_loss.state_dict(),
                 "optimizer": opt.state_dict(),
                 "step": step,
                 "history": json.dumps(history),
@@ -520,7 +502,7 @@ def train_metric(
                 nb, _ = tr.batch_for(nxt, mined)
                 pending = (nxt, pool.submit(tr.render, nxt, nb))
             for g in opt.param_groups:
-                g["lr"] = _lr(r, step) * g.get("lr_scale", 1.0)
+                g["lr"] = _lr(r, step)
             emb = model(torch.cat([shop_x, street_x]))
             loss = tr.loss(emb[: len(shop_x)], emb[len(shop_x) :], batch, pairs)
             opt.zero_grad(set_to_none=True)
