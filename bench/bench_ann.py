@@ -464,10 +464,11 @@ def plot(paths: list[Path], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = []  # (results, dataset name) from every file
+    panels = []  # (results, dataset name) from every file; "results.json:random" picks one dataset
     for path in paths:
-        r = json.loads(path.read_text())
-        panels += [(r, name) for name in r["datasets"]]
+        file, _, only = str(path).partition(".json:")
+        r = json.loads(Path(file + ".json" if only else file).read_text())
+        panels += [(r, name) for name in r["datasets"] if not only or name == only]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (r, name) in zip(axes[0], panels, strict=True):
         d = r["datasets"][name]
@@ -475,7 +476,12 @@ def plot(paths: list[Path], png: Path) -> None:
             ("embedded store (catalog)", d.get("embedded", {}), "ef", "o-"),
             ("raw usearch", d.get("embedded", {}), "raw_usearch_ef", "s--"),
             ("faiss IndexHNSWFlat", d.get("faiss_hnsw", {}), "ef", "^-"),
-            ("pgvector (catalog)", d.get("pgvector", {}), "ef", "d-"),
+            (
+                pg_label(d.get("pgvector", {})).replace("HNSW ", "").replace("-level", ""),
+                d.get("pgvector", {}),
+                "ef",
+                "d-",
+            ),
         ]:
             pts = sorted((m["recall@10"], m["qps"]) for m in sub.get(key, {}).values())
             if pts:
