@@ -24,6 +24,8 @@ TINY = dict(
     aug_size=(32, 48),
     warmup=2,
     threads=1,
+    localize=False,  # the localizer has its own tests (test_localizer.py)
+    polarity=False,
 )
 
 
@@ -157,6 +159,10 @@ def test_cli_trains_then_evaluates(tmp_path):
             "1",
             "--aug-size",
             "32,48",
+            "--localizer-steps",
+            "5",
+            "--localizer-views",
+            "200",
         ],
     )
     assert r.exit_code == 0, r.output

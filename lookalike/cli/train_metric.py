@@ -48,7 +48,7 @@ def train_metric_cmd(
             help="torchvision backbones: 'imagenet' (download when online) or a local weights file."
         ),
     ] = None,
-    widths: Annotated[str, typer.Option(help="smallcnn stage widths.")] = "16,32,64,128",
+    widths: Annotated[str, typer.Option(help="smallcnn stage widths.")] = "24,48,96,192",
     input_size: Annotated[int, typer.Option(min=16, max=512, help="Input resolution in pixels.")] = 32,
     steps: Annotated[int, typer.Option(min=1)] = 3000,
     identities: Annotated[int, typer.Option(min=2, help="Product identities per batch.")] = 96,
@@ -70,7 +70,7 @@ def train_metric_cmd(
     class_weight: Annotated[float, typer.Option(help="Weight of an extra class-level triplet loss.")] = 0.0,
     aug_size: Annotated[
         str, typer.Option(help="Street view size range (min,max) in pixels while training.")
-    ] = ("32,128"),
+    ] = "48,192",
     curriculum: Annotated[
         int, typer.Option(min=0, help="Steps over which street views ramp from easy to full difficulty.")
     ] = 0,
@@ -83,14 +83,14 @@ def train_metric_cmd(
         typer.Option(
             help="First train a localizer that finds the item in a photo; embed the item cut out upright."
         ),
-    ] = False,
+    ] = True,
     localizer_steps: Annotated[int, typer.Option(min=1, help="Localizer training steps.")] = 1200,
     localizer_views: Annotated[
         int, typer.Option(min=100, help="Street views rendered to train the localizer.")
     ] = 24000,
     polarity: Annotated[
         bool, typer.Option(help="Flip products darker than their surroundings to light-on-dark.")
-    ] = False,
+    ] = True,
     crop_jitter: Annotated[
         float, typer.Option(min=0.0, help="Scale of the box jitter on training crops (localizer errors).")
     ] = 1.0,

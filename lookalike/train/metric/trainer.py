@@ -67,11 +67,11 @@ class MetricRecipe:
     limit: int | None = None  # train on the first N items only
     seed: int = 0
     threads: int = 2
-    localize: bool = False  # first train a localizer; embed the item cut out of the photo
+    localize: bool = True  # first train a localizer; embed the item cut out of the photo
     localizer_steps: int = 1200
     localizer_views: int = 24000
     crop_jitter: float = 1.0  # scale of the box jitter applied to training crops
-    polarity: bool = False  # flip products darker than their surroundings to light-on-dark
+    polarity: bool = True  # flip products darker than their surroundings to light-on-dark
     command: str = ""
 
     def arch(self, in_channels: int = 1) -> dict:
