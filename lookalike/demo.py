@@ -23,11 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     from lookalike.embedders import resolve_name
 
     console = Console()
+    _set_aside_if_stale(args.db, args.model, console)
     with Catalog.open(args.db) as cat:
         stats = cat.stats()
         if stats["models"].get(args.model, 0) < 70_000:
-            console.print(f"[bold]indexing the Fashion-MNIST catalog (70,000 products) with {args.model}[/]"
-                          f" ({resolve_name(args.model)})")
+            console.print(
+                f"[bold]indexing the Fashion-MNIST catalog (70,000 products) with {args.model}[/]"
+                f" ({resolve_name(args.model)})"
+            )
             report = cat.index("fashion-mnist", model=args.model)
             console.print(f"indexed {report.products_indexed} products in {report.elapsed_s:.0f}s")
         else:
@@ -49,6 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold green]open http://{args.host}:{args.port}/[/] (Ctrl-C to stop)")
     serve(db=args.db, host=args.host, port=args.port)
     return 0
+
+
+def _set_aside_if_stale(db: str, model: str, console) -> None:
+    """A demo catalog indexed with earlier weights of the model (an older lookalike) is renamed to
+    ``<db>.stale`` so the demo re-indexes instead of failing; nothing is deleted."""
+    from pathlib import Path
+
+    from lookalike.catalog import Catalog
+    from lookalike.errors import ModelMismatchError
+
+    path = Path(db)
+    if not path.is_file():
+        return
+    with Catalog.open(db) as cat:
+        if not cat.stats()["models"].get(model):
+            return
+        try:
+            cat.embedder(model)
+        except ModelMismatchError as exc:
+            stale = exc
+        else:
+            return
+    aside = path.with_name(path.name + ".stale")
+    for p in list(path.parent.glob(path.name + "*")):  # the DB and the files beside it (-wal, .hnsw)
+        if not p.name.startswith(aside.name):
+            p.rename(p.with_name(p.name.replace(path.name, aside.name, 1)))
+    console.print(f"[yellow]{stale}[/]\nmoved the old demo catalog to {aside}; indexing again")
 
 
 if __name__ == "__main__":
