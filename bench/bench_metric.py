@@ -51,6 +51,8 @@ ABLATION_BASE = dict(
     val_items=500,
     val_distractors=1000,
     offline_pool=2048,
+    localize=False,
+    polarity=False,
 )
 
 
@@ -68,9 +70,24 @@ def run_protocols(
         res = evaluate(models, q, g, protocol=name)
         write_report(res, out, q, g, title=f"{name} evaluation", command=command, seed=seed)
         doc[name] = res.to_dict() | {"wall_seconds": round(time.time() - t0, 1)}
+        if name == "street-to-shop":
+            _localizer_figures(models, q, g, out, seed)
         print(f"\n## {name} ({len(q)} queries vs {len(g)} gallery, {time.time() - t0:.0f} s)\n")
         print(markdown_table(res), flush=True)
     return doc
+
+
+def _localizer_figures(models: list[str], q, g, out: Path, seed: int) -> None:
+    """OUT/localizer-<model>.png for every model that finds the item before embedding it."""
+    from lookalike.embedders import load_embedder
+    from lookalike.evaluation.report import localizer_png
+
+    row = {str(pid): i for i, pid in enumerate(g.ids)}
+    for name in models:
+        emb = load_embedder(name)
+        path = out / f"localizer-{name.replace('/', '_').replace(':', '_')}.png"
+        if localizer_png(emb, q, lambda pid: g.images[row[pid]], path, seed=seed):
+            print(f"localizer picture: {path}")
 
 
 def run_ablation(

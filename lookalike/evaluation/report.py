@@ -119,3 +119,44 @@ def topk_png(
             y += tile + 4
     sheet.save(path)
     return path
+
+
+def localizer_png(
+    embedder, queries: QuerySet, gallery_image, path: Path, n: int = 6, seed: int = 0
+) -> Path | None:
+    """For ``n`` sampled street photos: the photo with the localizer's box drawn on it, the crop the
+    model embeds, and the product's catalog image (``gallery_image(product_id)``). None when the
+    embedder has no localizer."""
+    import math
+
+    from lookalike.embedders._localizer import crop_items, predict_boxes
+
+    localizer = getattr(embedder, "localizer", None)
+    if localizer is None:
+        return None
+    pick = np.random.default_rng(seed).choice(len(queries), size=min(n, len(queries)), replace=False)
+    get = queries.images if callable(queries.images) else queries.images.__getitem__
+    photos = [get(int(i)) for i in pick]
+    boxes = predict_boxes(localizer, photos)
+    crops = crop_items(photos, boxes, 28)
+    cell = 120
+    sheet = Image.new("RGB", (3 * cell + 20, len(pick) * cell), "white")
+    for row, (photo, box, crop, i) in enumerate(zip(photos, boxes, crops, pick, strict=True)):
+        f = (cell - 8) / max(photo.size)
+        shown = photo.convert("RGB").resize((round(photo.width * f), round(photo.height * f)))
+        draw = ImageDraw.Draw(shown)
+        cx, cy, side, angle = box[0] * f, box[1] * f, box[2] * f, math.radians(box[3])
+        c, s = math.cos(angle), math.sin(angle)
+        corners = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
+        pts = [(cx + side * (c * u + s * v), cy + side * (-s * u + c * v)) for u, v in corners]
+        draw.line(pts + pts[:1], fill=(255, 40, 40), width=2)
+        y = row * cell + 4
+        sheet.paste(shown, (4, y))
+        sheet.paste(
+            crop.convert("RGB").resize((cell - 8, cell - 8), Image.Resampling.NEAREST), (cell + 14, y)
+        )
+        shop = gallery_image(str(queries.ids[int(i)])).convert("RGB")
+        sheet.paste(shop.resize((cell - 8, cell - 8), Image.Resampling.NEAREST), (2 * cell + 16, y))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
