@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     #: networks (CIDR) allowed even though private, e.g. an internal image CDN
     allowed_private_networks: list[str] = []
+    #: folders the HTTP API may index from (POST /v1/index-jobs): the source and every local image
+    #: it lists must lie inside one. Empty: the API indexes only the built-in datasets. The CLI and
+    #: the Python API are not restricted. Env: LOOKALIKE_INDEX_ROOTS='["/srv/catalog"]'
+    index_roots: list[Path] = []
 
     # batching
     batch_size: int = 256

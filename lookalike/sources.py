@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,3 +253,34 @@ def open_source(spec: str | Path | Source, *, limit: int | None = None) -> Sourc
             else:
                 raise SourceError(f"source {text!r}: expected a folder, a .csv or .jsonl file")
     return LimitedSource(source, limit) if limit is not None else source
+
+
+def check_source_within(spec: str, roots: Sequence[Path]) -> None:
+    """Refuse a source that would read files outside ``roots``: the source itself and every local
+    image it lists (symlinks resolved). For sources named by untrusted callers, such as the HTTP API;
+    the built-in datasets are always allowed, image URLs are checked later by the fetcher."""
+    text = str(spec)
+    if text == "fashion-mnist" or text.startswith("fashion-mnist:"):
+        return
+    if not roots:
+        raise SourceError(
+            f"source {text!r}: this server indexes only the built-in datasets; set "
+            "LOOKALIKE_INDEX_ROOTS to the folders it may read"
+        )
+    resolved = [Path(r).resolve() for r in roots]
+    shown = ", ".join(str(r) for r in resolved)
+
+    def inside(path: Path) -> bool:
+        real = path.resolve()
+        return any(real.is_relative_to(r) for r in resolved)
+
+    if not inside(Path(text)):
+        raise SourceError(f"source {text!r} is outside the folders this server may index ({shown})")
+    for product in open_source(text):
+        for image in product.images:
+            if isinstance(image, (str, Path)) and not str(image).startswith(("http://", "https://")):
+                if not inside(Path(image)):
+                    raise SourceError(
+                        f"source {text!r}: product {product.product_id!r} lists image {str(image)!r}, "
+                        f"which is outside the folders this server may index ({shown})"
+                    )

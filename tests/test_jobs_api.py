@@ -64,3 +64,42 @@ def test_index_job_through_the_api_runs_on_celery_workers(db_url, workers):
         job = _poll(client, r.json()["id"])
     assert_exact(db_url, job, 90)
     assert job["batches"]["attempts"] == 3
+
+
+def test_index_jobs_read_server_files_only_inside_the_index_roots(tmp_path):
+    from PIL import Image
+
+    from lookalike.datasets.fashion_mnist import load_split
+
+    x, _ = load_split("test")
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    (allowed / "shop").mkdir(parents=True)
+    outside.mkdir()
+    for i in range(3):
+        Image.fromarray(x[i]).save(allowed / "shop" / f"p{i}.png")
+        Image.fromarray(x[10 + i]).save(outside / f"secret{i}.png")
+    (allowed / "link").symlink_to(outside, target_is_directory=True)
+    (allowed / "rows.csv").write_text("product_id,image\nok,shop/p0.png\nsneaky,../outside/secret0.png\n")
+    db = str(tmp_path / "c.db")
+    headers = {"X-API-Key": KEY}
+
+    def refused(client, source: str, reason: str) -> None:
+        r = client.post("/v1/index-jobs", json={"source": source, "model": "pixels"}, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "bad_source", r.text
+        assert reason in r.json()["error"]["message"], r.json()
+
+    with TestClient(create_app(Settings(api_key=KEY), db=db), raise_server_exceptions=False) as client:
+        refused(client, str(allowed / "shop"), "only the built-in datasets")  # no roots configured
+    settings = Settings(api_key=KEY, index_roots=[allowed])
+    with TestClient(create_app(settings, db=db), raise_server_exceptions=False) as client:
+        refused(client, str(outside), "outside the folders")
+        refused(client, str(allowed / "link"), "outside the folders")  # a symlink out of the root
+        refused(client, str(allowed / "shop" / ".." / ".." / "outside"), "outside the folders")
+        refused(client, str(allowed / "rows.csv"), "'sneaky' lists image")  # a row pointing out
+        assert client.get("/v1/stats").json()["products"] == 0  # nothing was indexed by the refusals
+        r = client.post(
+            "/v1/index-jobs", json={"source": str(allowed / "shop"), "model": "pixels"}, headers=headers
+        )
+        assert r.status_code == 202, r.text
+        job = _poll(client, r.json()["id"])
+        assert job["state"] == "succeeded" and job["products_indexed"] == 3

@@ -18,7 +18,8 @@ class IndexJobCreate(BaseModel):
     source: str = Field(
         max_length=4096,
         description="What to index, as the workers see it: a folder of images, a .csv/.jsonl table "
-        "(paths or URLs) or fashion-mnist[:train|test].",
+        "(paths or URLs) or fashion-mnist[:train|test]. Folders and tables, and every local image "
+        "they list, must lie inside the server's LOOKALIKE_INDEX_ROOTS.",
         examples=["fashion-mnist:test"],
     )
     model: str | None = Field(None, max_length=500, description="Embedder (default: the catalog's model).")
@@ -77,7 +78,9 @@ def create_index_job(
     body: IndexJobCreate, catalog: CatalogDep, settings: SettingsDep, _: WriteKeyDep
 ) -> IndexJobPublic:
     from lookalike.jobs import submit_index_job
+    from lookalike.sources import check_source_within
 
+    check_source_within(body.source, settings.index_roots)  # a server path is hostile until checked
     job = submit_index_job(
         body.source,
         db=catalog.store.url,
