@@ -120,3 +120,20 @@ def test_polarity_flips_dark_products_on_light_ground_and_leaves_catalog_images_
     np.testing.assert_allclose(
         preprocess_images(negative, auto).numpy(), preprocess_images(shop, auto).numpy(), atol=0.03
     )
+
+
+def test_the_default_model_embeds_images_of_any_mode_and_shape():
+    from lookalike.embedders import load_embedder
+
+    emb = load_embedder("default")
+    assert emb.localizer is not None  # the shipped model finds the item first
+    odd = [
+        Image.new("P", (50, 40)),
+        Image.new("RGBA", (3, 300), (255, 0, 0, 128)),
+        Image.new("I;16", (20, 20)),
+        Image.new("1", (9, 9)),
+        Image.new("LA", (30, 30)),
+    ]
+    v = emb.embed_images(odd)
+    assert v.shape == (5, 128) and np.isfinite(v).all()
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)

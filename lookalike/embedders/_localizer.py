@@ -126,6 +126,8 @@ def crop_item(image: Image.Image, box: Sequence[float], size: int) -> Image.Imag
     """Cut the square ``box = (cx, cy, side, angle)`` (pixels, degrees) out of ``image``, rotated back
     upright, as a ``size``×``size`` image; parts outside the photo are black (like the catalog's
     background). Large photos are first reduced so the crop is never more than 2× oversampled."""
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB")
     cx, cy, side, angle = (float(v) for v in box)
     side = max(side, 1.0)
     f = min(1.0, 2 * size / side)
@@ -140,7 +142,7 @@ def crop_item(image: Image.Image, box: Sequence[float], size: int) -> Image.Imag
     off = -side / 2 + 0.5 * k  # offset of the first output pixel centre from the box centre
     # output pixel (x, y) -> input (a x + b y + c0, d x + e y + f0): the box's rotation applied
     coeffs = (c * k, s * k, cx + (c + s) * off, -s * k, c * k, cy + (c - s) * off)
-    fill = 0 if image.mode in ("L", "1", "I", "F") else (0,) * len(image.getbands())
+    fill = 0 if image.mode == "L" else (0, 0, 0)
     return image.transform(
         (size, size), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR, fillcolor=fill
     )
