@@ -11,6 +11,7 @@ from lookalike.datasets.fashion_mnist import load_split
 from lookalike.embedders._localizer import crop_item, decode_boxes, encode_boxes, predict_boxes
 from lookalike.train.metric.augment import StreetViewAugment
 from lookalike.train.metric.localizer import LocalizerRecipe, train_localizer
+from tests.test_metric_training import TINY
 
 
 def _corr(a: Image.Image, b: np.ndarray) -> float:
@@ -66,22 +67,11 @@ def test_a_localizing_checkpoint_embeds_the_cut_out_item_and_round_trips(tmp_pat
     from lookalike.train.metric.model import build_model, preprocess_images
 
     recipe = MetricRecipe(
-        widths=(8, 16, 32, 32),
-        identities_per_batch=16,
-        street_per_identity=1,
-        limit=300,
-        val_items=50,
-        val_distractors=100,
-        val_every=1000,
-        checkpoint_every=1000,
-        aug_size=(48, 96),
-        warmup=2,
-        threads=1,
+        **(
+            TINY
+            | dict(aug_size=(48, 96), localize=True, localizer_steps=5, localizer_views=300, polarity=True)
+        ),
         steps=3,
-        localize=True,
-        localizer_steps=5,
-        localizer_views=300,
-        polarity=True,
     )
     res = train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False)
     payload = load_checkpoint(res.checkpoint, kind="metric")
