@@ -91,6 +91,14 @@ class _View:
         order = np.argsort(link_images, kind="stable")
         self.link_images = link_images[order]
         self.link_pks = link_pks[order]
+        #: image id -> its product pk, -1 for no product, -2 for several: one array read per hit
+        #: instead of two binary searches (None when the image ids are too sparse for an array)
+        self.owner: np.ndarray | None = None
+        if len(self.link_images) and int(self.link_images[-1]) < 4 * len(self.link_images) + 1_000_000:
+            owner = np.full(int(self.link_images[-1]) + 1, -1, dtype=np.int64)
+            owner[self.link_images] = self.link_pks
+            owner[self.link_images[1:][self.link_images[1:] == self.link_images[:-1]]] = -2
+            self.owner = owner
         #: filters -> (allowed product pks, their images, pk set), valid for this generation only
         self.filters_cache: dict[tuple, tuple[np.ndarray, np.ndarray, set[int]]] = {}
 
@@ -99,6 +107,15 @@ class _View:
     ) -> dict[int, tuple[float, int]]:
         """product pk -> (score, image id) of its best image among ranked images, best first."""
         best: dict[int, tuple[float, int]] = {}
+        owner = self.owner
+        if owner is not None and len(ids) and int(ids.max()) < len(owner):
+            owners = owner[ids]
+            if int(owners.min()) >= 0:  # one product per image
+                for pk, score, iid in zip(owners.tolist(), scores.tolist(), ids.tolist(), strict=True):
+                    if pk in best or pk in excluded or (allowed is not None and pk not in allowed):
+                        continue
+                    best[pk] = (score, iid)
+                return best
         lo = np.searchsorted(self.link_images, ids, side="left")
         hi = np.searchsorted(self.link_images, ids, side="right")
         if len(ids) and bool(np.all(hi - lo == 1)):  # one product per image: no slices
@@ -443,11 +460,12 @@ class Catalog:
     def _hits(self, ranked: list[tuple[int, int, float]]) -> list[Hit]:
         """(product pk, image id, score) rows, best first -> Hits with the products' metadata."""
         labels = self.store.product_labels([pk for pk, _, _ in ranked])
-        return [
-            Hit(labels[pk][0], round(float(score), 6), iid, labels[pk][1], labels[pk][2])
-            for pk, iid, score in ranked
-            if pk in labels
-        ]
+        hits = []
+        for pk, iid, score in ranked:
+            label = labels.get(pk)
+            if label is not None:
+                hits.append(Hit(label[0], round(float(score), 6), iid, label[1], label[2]))
+        return hits
 
     def product_vector(self, product_id: str, model: str | None = None) -> np.ndarray:
         """A product's vector: the normalised mean of its images' vectors."""
