@@ -155,6 +155,8 @@ class Catalog:
         from lookalike.index.hnsw import ANN_MIN_VECTORS
 
         self.ann_min_vectors: int | None = ANN_MIN_VECTORS
+        #: the library of that index: "faiss" or "usearch" (Settings.ann)
+        self.ann_backend: str = self.settings.ann
         self._ann: dict = {}
 
     @classmethod
@@ -386,7 +388,14 @@ class Catalog:
         if self.ann_min_vectors is not None:
             from lookalike.index.hnsw import ann_index_for
 
-            ann = ann_index_for(self.store, model, generation, self._ann, min_vectors=self.ann_min_vectors)
+            ann = ann_index_for(
+                self.store,
+                model,
+                generation,
+                self._ann,
+                min_vectors=self.ann_min_vectors,
+                backend=self.ann_backend,
+            )
             if ann is not None:
                 return ann
         ids, vecs = self.store.load_vectors(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -58,6 +59,8 @@ class Settings(BaseSettings):
 
     # scale-out
     redis_url: str | None = None
+    #: ANN library of the SQLite store's HNSW index (catalogs of 20,000+ vectors): faiss or usearch
+    ann: Literal["faiss", "usearch"] = "faiss"
 
     # demo data
     fashion_mnist_dir: Path | None = None

@@ -1,6 +1,7 @@
-"""The HNSW (usearch) index of the embedded store: recall against exact search, filtered queries
-that return k whenever k matches exist, and the file beside the SQLite database kept in sync
-(incremental add/delete, reload, rebuild when missing, damaged or stale)."""
+"""The HNSW index of the embedded store, every test on both backends (faiss, usearch): recall
+against exact search, filtered queries that return k whenever k matches exist, deletes (faiss:
+tombstones) never returned, and the file beside the SQLite database kept in sync (incremental
+add/delete, reload, rebuild when missing, damaged, stale or too full of deleted nodes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from lookalike.catalog import Catalog
 from lookalike.index import ExactIndex
-from lookalike.index.hnsw import HNSWIndex, ann_folder
+from lookalike.index.hnsw import ANN_BACKENDS, ann_folder, ann_index_class
+
+BACKENDS = pytest.mark.parametrize("backend", ANN_BACKENDS)
 
 
 def _clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
@@ -35,9 +38,10 @@ def _recall(a: ExactIndex, b, queries, k=10, allowed=None) -> float:
     return float(np.mean(hits))
 
 
-def test_recall_against_exact_search(vectors):
+@BACKENDS
+def test_recall_against_exact_search(vectors, backend):
     ids, data, queries = vectors
-    exact, ann = ExactIndex(ids, data), HNSWIndex.build(ids, data)
+    exact, ann = ExactIndex(ids, data), ann_index_class(backend).build(ids, data)
     assert len(ann) == len(ids) and ann.dim == 64
     assert _recall(exact, ann, queries) >= 0.95
     got_ids, scores = ann.search(queries[0], 10)
@@ -45,10 +49,14 @@ def test_recall_against_exact_search(vectors):
     np.testing.assert_allclose(scores, data[np.searchsorted(ids, got_ids)] @ queries[0], atol=1e-5)
 
 
+@BACKENDS
+@pytest.mark.parametrize("graph", [False, True], ids=["default", "graph-only"])
 @pytest.mark.parametrize("fraction", [0.5, 0.05, 0.001])
-def test_filtered_search_returns_k_when_k_match(vectors, fraction):
+def test_filtered_search_returns_k_when_k_match(vectors, fraction, graph, backend):
     ids, data, queries = vectors
-    exact, ann = ExactIndex(ids, data), HNSWIndex.build(ids, data)
+    exact, ann = ExactIndex(ids, data), ann_index_class(backend).build(ids, data)
+    if graph:  # no exact search by size: every filter goes through the graph first
+        ann.exact_allowed_max, ann.exact_allowed_fraction = 0, 0.0
     rng = np.random.default_rng(3)
     allowed = np.sort(rng.choice(ids, max(4, int(fraction * len(ids))), replace=False))
     k = 10
@@ -59,9 +67,10 @@ def test_filtered_search_returns_k_when_k_match(vectors, fraction):
     assert _recall(exact, ann, queries[:30], k, allowed) >= 0.95
 
 
-def test_deletes_and_readds_keep_recall(vectors):
+@BACKENDS
+def test_deletes_and_readds_keep_recall(vectors, backend):
     ids, data, queries = vectors
-    exact, ann = ExactIndex(ids, data), HNSWIndex.build(ids, data)
+    exact, ann = ExactIndex(ids, data), ann_index_class(backend).build(ids, data)
     fresh = _recall(exact, ann, queries)
     churn = np.random.default_rng(4).choice(len(ids), int(0.3 * len(ids)), replace=False)
     ann.remove(ids[churn])
@@ -73,10 +82,16 @@ def test_deletes_and_readds_keep_recall(vectors):
 
 
 # --- the index beside the SQLite file ----------------------------------------------------------
+@pytest.fixture(params=ANN_BACKENDS)
+def backend(request):
+    return request.param
+
+
 @pytest.fixture
-def catalog(tmp_path):
+def catalog(tmp_path, backend):
     cat = Catalog.open(tmp_path / "shop.db")
     cat.ann_min_vectors = 0  # HNSW even for this small catalog
+    cat.ann_backend = backend
     cat.index("fashion-mnist:test", model="pixels", limit=300)
     yield cat
     cat.close()
@@ -91,12 +106,13 @@ def _exact_ids(cat: Catalog, q: np.ndarray, k: int) -> list[str]:
     return [recs[owner[i]].product_id for i in top.tolist()]
 
 
-def test_catalog_uses_hnsw_beside_the_file_and_matches_exact(catalog, tmp_path):
+def test_catalog_uses_hnsw_beside_the_file_and_matches_exact(catalog, tmp_path, backend):
     q = catalog.product_vector("fmnist-test-7")
     hits = catalog.search_vector(q, k=10)
     ann = catalog._ann["pixels"]
-    assert ann.last_action == "built" and isinstance(catalog._views["pixels"].index, HNSWIndex)
+    assert ann.last_action == "built" and isinstance(catalog._views["pixels"].index, ann_index_class(backend))
     assert ann.path.parent == ann_folder(catalog.store) == tmp_path / "shop.db-ann"
+    assert ann.path.suffix == f".{backend}" and ann.backend == backend
     assert ann.path.exists() and ann.stamp_path.exists()
     assert [h.product_id for h in hits] == _exact_ids(catalog, q, 10)
     filtered = catalog.search_vector(q, k=5, filters={"category": "Bag"})
@@ -126,13 +142,13 @@ def test_adds_and_deletes_update_the_index_incrementally(catalog):
     assert "fmnist-test-330" not in {h.product_id for h in hits} and len(hits) == 339
 
 
-def test_reopen_loads_the_file_and_catches_up_when_stale(catalog, tmp_path):
+def test_reopen_loads_the_file_and_catches_up_when_stale(catalog, tmp_path, backend):
     q = catalog.product_vector("fmnist-test-9")
     before = [h.product_id for h in catalog.search_vector(q, k=10)]
     catalog._ann["pixels"].save()
     db = tmp_path / "shop.db"
     with Catalog.open(db) as again:
-        again.ann_min_vectors = 0
+        again.ann_min_vectors, again.ann_backend = 0, backend
         assert [h.product_id for h in again.search_vector(q, k=10)] == before
         assert again._ann["pixels"].last_action == "loaded"
     # another process writes while no index is open: the stamp is now stale
@@ -140,14 +156,14 @@ def test_reopen_loads_the_file_and_catches_up_when_stale(catalog, tmp_path):
         writer.ann_min_vectors = None
         writer.index("fashion-mnist:test", model="pixels", limit=320)
     with Catalog.open(db) as again:
-        again.ann_min_vectors = 0
+        again.ann_min_vectors, again.ann_backend = 0, backend
         hits = again.search_vector(again.product_vector("fmnist-test-315"), k=1)
         assert again._ann["pixels"].last_action == "updated" and hits[0].product_id == "fmnist-test-315"
         assert len(again._ann["pixels"].index) == 320
 
 
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "other-catalog"])
-def test_missing_or_damaged_index_is_rebuilt(catalog, tmp_path, damage):
+def test_missing_or_damaged_index_is_rebuilt(catalog, tmp_path, damage, backend):
     q = catalog.product_vector("fmnist-test-2")
     before = [h.product_id for h in catalog.search_vector(q, k=5)]
     ann = catalog._ann["pixels"]
@@ -158,17 +174,104 @@ def test_missing_or_damaged_index_is_rebuilt(catalog, tmp_path, damage):
     else:
         catalog.store.set_meta("catalog_uuid", "someone-else")
     with Catalog.open(tmp_path / "shop.db") as again:
-        again.ann_min_vectors = 0
+        again.ann_min_vectors, again.ann_backend = 0, backend
         assert [h.product_id for h in again.search_vector(q, k=5)] == before
         assert again._ann["pixels"].last_action == "built"
 
 
-def test_exact_filter_cache_follows_deletes(vectors):
+@BACKENDS
+def test_exact_filter_cache_follows_deletes(vectors, backend):
     ids, data, queries = vectors
-    ann = HNSWIndex.build(ids, data)
+    ann = ann_index_class(backend).build(ids, data)
     allowed = np.sort(ids[:50])
     first, _ = ann.search(queries[0], 5, allowed)  # exact (few allowed); vectors now cached
     ann.remove(first[:1])
     again, _ = ann.search(queries[0], 5, allowed)
     assert first[0] not in again and len(again) == 5
     assert again.tolist()[:4] == first.tolist()[1:]
+
+
+@BACKENDS
+@pytest.mark.parametrize("graph", [False, True], ids=["default", "graph-only"])
+def test_deleted_vectors_are_never_returned(vectors, backend, graph):
+    ids, data, queries = vectors
+    ann = ann_index_class(backend).build(ids, data)
+    if graph:
+        ann.exact_allowed_max, ann.exact_allowed_fraction = 0, 0.0
+    gone = np.random.default_rng(5).choice(ids, 1000, replace=False)
+    ann.remove(gone)
+    assert ann.deleted == 1000 and len(ann) == len(ids) - 1000
+    assert not np.isin(ann.keys(), gone).any()
+    live = ids[~np.isin(ids, gone)]
+    allowed = np.sort(ids[::2])  # a broad filter, some of its ids deleted
+    for q in queries[:20]:
+        got, _ = ann.search(q, 10)
+        assert len(got) == 10 and not np.isin(got, gone).any()
+        got, _ = ann.search(q, 10, allowed)
+        assert len(got) == 10 and not np.isin(got, gone).any() and np.isin(got, allowed).all()
+    live_exact = ExactIndex(live, data[np.isin(ids, live)])
+    assert _recall(live_exact, ann, queries) >= 0.95
+    assert _recall(live_exact, ann, queries[:30], 10, allowed) >= 0.95
+    everything, _ = ann.search(queries[0], len(ids))  # as many as asked for, none of them deleted
+    assert len(everything) <= len(live) and not np.isin(everything, gone).any()
+
+
+@BACKENDS
+def test_index_file_round_trip(vectors, backend, tmp_path):
+    ids, data, queries = vectors
+    cls = ann_index_class(backend)
+    ann = cls.build(ids, data)
+    ann.remove(ids[:300])
+    path = tmp_path / f"graph{cls.suffix}"
+    ann.save(path)
+    again = cls(ann.dim)
+    again.load(path)
+    assert len(again) == len(ann) == len(ids) - 300
+    np.testing.assert_array_equal(np.sort(again.keys()), np.sort(ann.keys()))
+    for q in queries[:20]:
+        np.testing.assert_array_equal(again.search(q, 10)[0], ann.search(q, 10)[0])
+    if backend == "faiss":  # the tombstones travel with the file
+        assert again.deleted == 300
+        assert not np.isin(again.search(queries[0], 500)[0], ids[:300]).any()
+
+
+def test_too_many_deletes_rebuild_the_graph(catalog, backend):
+    q = catalog.product_vector("fmnist-test-4")
+    catalog.search_vector(q, k=3)
+    ann = catalog._ann["pixels"]
+    for i in range(100, 200):  # a third of the catalog: more than MAX_DELETED_FRACTION
+        catalog.delete(f"fmnist-test-{i}")
+    hits = catalog.search_vector(q, k=10)
+    assert ann.last_action == "built" and ann.index.deleted == 0 and len(ann.index) == 200
+    assert [h.product_id for h in hits] == _exact_ids(catalog, q, 10)
+
+
+def test_switching_backend_builds_its_own_index(tmp_path):
+    db = tmp_path / "shop.db"
+    with Catalog.open(db) as cat:
+        cat.ann_min_vectors, cat.ann_backend = 0, "usearch"
+        cat.index("fashion-mnist:test", model="pixels", limit=300)
+        q = cat.product_vector("fmnist-test-5")
+        before = [h.product_id for h in cat.search_vector(q, k=10)]
+    with Catalog.open(db) as cat:
+        cat.ann_min_vectors, cat.ann_backend = 0, "faiss"
+        assert [h.product_id for h in cat.search_vector(q, k=10)] == before
+        ann = cat._ann["pixels"]
+        assert ann.last_action == "built" and ann.path.suffix == ".faiss"
+        assert ann.path.with_suffix(".usearch").exists()  # the other backend's file is left alone
+
+
+def test_backend_is_a_setting(tmp_path):
+    from pydantic import ValidationError
+
+    from lookalike.config import Settings
+    from lookalike.errors import InvalidRequest
+
+    settings = Settings(data_dir=tmp_path, ann="usearch")
+    with Catalog.open(tmp_path / "shop.db", settings=settings) as cat:
+        assert cat.ann_backend == "usearch"
+    assert Settings(data_dir=tmp_path).ann == ANN_BACKENDS[0]
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, ann="annoy")
+    with pytest.raises(InvalidRequest, match="unknown ANN backend 'annoy'"):
+        ann_index_class("annoy")

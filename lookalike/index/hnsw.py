@@ -1,15 +1,19 @@
-"""Approximate (HNSW, usearch) search for the embedded store, persisted beside the SQLite file.
+"""Approximate (HNSW) search for the embedded store, persisted beside the SQLite file.
+
+Two backends with one interface, chosen per catalog (``Settings.ann``, ``LOOKALIKE_ANN``):
+``faiss`` (:class:`~lookalike.index.faiss_hnsw.FaissHNSWIndex`, the default: faster per query on
+this project's benchmarks) and ``usearch`` (:class:`HNSWIndex`, real deletes).
 
 :class:`HNSWIndex` is a VectorIndex over image ids with real deletes. Filtered queries
 over-fetch in proportion to the filter's selectivity and fall back to exact search over the
 allowed vectors when the filter is very selective or the graph search comes back short, so a
 filtered query returns k results whenever k matches exist.
 
-:class:`PersistentHNSW` keeps one model's index in ``<db>-ann/<model>.usearch`` with a JSON stamp
-(catalog id, store generation, count). Opening a catalog loads the file; when the stamp's
-generation differs from the store's, only the difference (image ids added or deleted since) is
-applied; when the file is missing, unreadable, or the graph carries too many deleted nodes, the
-index is rebuilt from the store's vectors.
+:class:`PersistentHNSW` keeps one model's index in ``<db>-ann/<model>.usearch`` (or ``.faiss``)
+with a JSON stamp (catalog id, backend, store generation, count). Opening a catalog loads the file;
+when the stamp's generation differs from the store's, only the difference (image ids added or
+deleted since) is applied; when the file is missing, unreadable, or the graph carries too many
+deleted nodes, the index is rebuilt from the store's vectors.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from usearch.index import Index
 
+from lookalike.errors import InvalidRequest
 from lookalike.index.base import VectorIndex
 
 #: catalogs with fewer vectors than this are searched exactly
@@ -39,9 +44,27 @@ EXACT_ALLOWED_FRACTION = 0.05
 EXACT_CACHE_FILTERS = 4
 #: rebuild the graph once this fraction of its nodes has been deleted since the last build
 MAX_DELETED_FRACTION = 0.3
+#: the ANN libraries the embedded store can use (Settings.ann); the first is the default
+ANN_BACKENDS = ("faiss", "usearch")
+
+
+def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row numbers, scores) of the top-k rows of ``vectors`` by inner product, best first."""
+    # einsum, not BLAS: a threaded matrix-vector product stalls for milliseconds on a busy machine
+    scores = np.einsum("ij,j->i", vectors, query)
+    k = min(k, len(scores))
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return top, scores[top].astype(np.float32)
 
 
 class HNSWIndex(VectorIndex):
+    backend = "usearch"
+    suffix = ".usearch"
+    #: filtered queries allowing at most this many ids, or this fraction of the index, are exact
+    exact_allowed_max = EXACT_ALLOWED_MAX
+    exact_allowed_fraction = EXACT_ALLOWED_FRACTION
+
     def __init__(
         self,
         dim: int,
@@ -123,12 +146,8 @@ class HNSWIndex(VectorIndex):
         keys, vecs = self._allowed_vectors(allowed)
         if len(keys) == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        # einsum, not BLAS: a threaded matrix-vector product stalls for milliseconds on a busy machine
-        scores = np.einsum("ij,j->i", vecs, query)
-        k = min(k, len(keys))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(keys) else np.arange(len(keys))
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return keys[top], scores[top].astype(np.float32)
+        rows, scores = exact_top(vecs, query, k)
+        return keys[rows], scores
 
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
@@ -140,7 +159,7 @@ class HNSWIndex(VectorIndex):
         if allowed is None:
             return self._graph(query, min(k, n))
         allowed = np.asarray(allowed, dtype=np.int64)
-        if len(allowed) <= max(EXACT_ALLOWED_MAX, k, EXACT_ALLOWED_FRACTION * n):
+        if len(allowed) <= max(self.exact_allowed_max, k, self.exact_allowed_fraction * n):
             return self._exact(query, k, allowed)
         selectivity = min(1.0, len(allowed) / n)
         count = min(n, math.ceil(k / selectivity * 1.5) + 16)
@@ -174,6 +193,17 @@ def _slug(model: str) -> str:
     )
 
 
+def ann_index_class(backend: str) -> type:
+    """The index class of an ANN backend name ("faiss" or "usearch")."""
+    if backend == "usearch":
+        return HNSWIndex
+    if backend == "faiss":
+        from lookalike.index.faiss_hnsw import FaissHNSWIndex
+
+        return FaissHNSWIndex
+    raise InvalidRequest(f"unknown ANN backend {backend!r}: use one of {', '.join(ANN_BACKENDS)}")
+
+
 def embedded_ids(store, model: str) -> np.ndarray:
     """Sorted image ids with a vector under ``model``."""
     fn = getattr(store, "embedded_image_ids", None)
@@ -184,14 +214,21 @@ def embedded_ids(store, model: str) -> np.ndarray:
 class PersistentHNSW:
     """One model's HNSW index kept in sync with a file-backed store (see the module docstring)."""
 
-    def __init__(self, store, model: str, folder: Path, **index_kwargs):
+    def __init__(self, store, model: str, folder: Path, *, backend: str = ANN_BACKENDS[0], **index_kwargs):
         self.store = store
         self.model = model
+        self.backend = backend
+        self.index_cls = ann_index_class(backend)
         self.folder = Path(folder)
-        self.path = self.folder / f"{_slug(model)}.usearch"
-        self.stamp_path = self.path.with_suffix(".json")
+        self.path = self.folder / f"{_slug(model)}{self.index_cls.suffix}"
+        # usearch keeps the stamp name of the files written before there were two backends
+        self.stamp_path = (
+            self.path.with_suffix(".json")
+            if backend == "usearch"
+            else self.path.with_name(self.path.name + ".json")
+        )
         self.index_kwargs = index_kwargs
-        self.index: HNSWIndex | None = None
+        self.index: VectorIndex | None = None
         self.generation: int | None = None
         #: what the last sync did: "loaded", "built", "updated", "unchanged" (for tests and logs)
         self.last_action = ""
@@ -218,6 +255,7 @@ class PersistentHNSW:
         self.index.save(self.path)
         stamp = {
             "catalog": self._catalog_id(),
+            "backend": self.backend,
             "model": self.model,
             "generation": self.generation,
             "count": len(self.index),
@@ -232,14 +270,19 @@ class PersistentHNSW:
 
     def _build(self) -> None:
         ids, vecs = self.store.load_vectors(self.model)
-        self.index = HNSWIndex.build(ids, vecs, **self.index_kwargs) if len(ids) else None
+        self.index = self.index_cls.build(ids, vecs, **self.index_kwargs) if len(ids) else None
         self.last_action = "built"
 
     def _load(self) -> dict | None:
         stamp = self._read_stamp()
-        if stamp is None or stamp.get("catalog") != self._catalog_id() or not self.path.exists():
+        if (
+            stamp is None
+            or stamp.get("catalog") != self._catalog_id()
+            or stamp.get("backend", "usearch") != self.backend
+            or not self.path.exists()
+        ):
             return None
-        index = HNSWIndex(int(stamp["dim"]), **self.index_kwargs)
+        index = self.index_cls(int(stamp["dim"]), **self.index_kwargs)
         try:
             index.load(self.path)
         except Exception:  # a damaged file is rebuilt
@@ -250,7 +293,7 @@ class PersistentHNSW:
         self.index = index
         return stamp
 
-    def sync(self, generation: int) -> HNSWIndex | None:
+    def sync(self, generation: int) -> VectorIndex | None:
         """Bring the index up to the store's ``generation``; returns it (None: no vectors)."""
         if self.index is not None and self.generation == generation:
             self.last_action = "unchanged"
@@ -308,7 +351,13 @@ def ann_folder(store) -> Path | None:
 
 
 def ann_index_for(
-    store, model: str, generation: int, cache: dict, *, min_vectors: int = ANN_MIN_VECTORS
+    store,
+    model: str,
+    generation: int,
+    cache: dict,
+    *,
+    min_vectors: int = ANN_MIN_VECTORS,
+    backend: str = ANN_BACKENDS[0],
 ) -> VectorIndex | None:
     """The HNSW index of ``model`` for a file-backed store, or None where exact search serves
     (small catalogs, stores without a file)."""
@@ -316,6 +365,6 @@ def ann_index_for(
     if folder is None or store.models().get(model, 0) < min_vectors:
         return None
     ann = cache.get(model)
-    if ann is None:
-        ann = cache[model] = PersistentHNSW(store, model, folder)
+    if ann is None or ann.backend != backend:
+        ann = cache[model] = PersistentHNSW(store, model, folder, backend=backend)
     return ann.sync(generation)
