@@ -1,5 +1,6 @@
-"""ANN at scale, side by side in one run: the embedded store (SQLite + usearch HNSW, catalog-level),
-raw usearch on the same graph, faiss IndexHNSWFlat, and pgvector HNSW (catalog-level, in PostgreSQL).
+"""ANN at scale, side by side in one run: the embedded store (SQLite + an HNSW index beside the file,
+catalog-level) with each ANN backend (faiss, usearch; --ann), the raw library on the same graph,
+a standalone faiss IndexHNSWFlat, and pgvector HNSW (catalog-level, in PostgreSQL).
 
     .venv/bin/python bench/bench_ann.py --n 1000000 --queries 1000 --workdir /tmp/bench-ann \\
         --out /tmp/bench-ann.json
@@ -15,7 +16,7 @@ Every product has one image; its category is a tier used for filters: t50 (50%),
 t01 (0.1%) and rest. Measured: recall@10 against exact search (numpy), QPS and p50/p99 latency of
 single queries (vector in, product ids and metadata out for the catalog-level systems), at several
 ef values; filtered search recall and result counts at 50% / 5% / 0.1%; churn (delete 30% of the
-vectors from the HNSW graph and re-add them, recall vs the fresh build); build times.
+vectors from each embedded HNSW graph and re-add them, recall vs the fresh build); build times.
 Results are written to --out after every step, so a long run leaves partial results.
 """
 
@@ -198,56 +199,67 @@ def load_sqlite(path: Path, data: np.ndarray, tiers: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
-def bench_embedded(db: Path, queries, truth, ftruth, efs, res: dict, out: Path) -> None:
+def open_catalog(db: Path, backend: str):
+    """The embedded catalog searching its ``backend`` HNSW index (M=32, ef_construction=128, the
+    store's own), built with the bench's threads; returns (catalog, PersistentHNSW)."""
     from lookalike.catalog import Catalog
     from lookalike.index.hnsw import PersistentHNSW, ann_folder
 
-    t0 = time.perf_counter()
     cat = Catalog.open(db)
     cat.ann_min_vectors = 0  # HNSW even when --n is small
-    # the store's own index (M=32, ef_construction=128), built with the bench's threads
-    ann = cat._ann[MODEL] = PersistentHNSW(cat.store, MODEL, ann_folder(cat.store), threads=BUILD_THREADS)
+    cat.ann_backend = backend
+    ann = cat._ann[MODEL] = PersistentHNSW(
+        cat.store, MODEL, ann_folder(cat.store), backend=backend, threads=BUILD_THREADS
+    )
+    return cat, ann
+
+
+def raw_search(index, ef: int):
+    """fn(q) -> dataset rows, searching the library's own index object of an embedded index
+    (no catalog, no wrapper); image ids are row + 1."""
+    raw = index._index
+    if index.backend == "usearch":
+        raw.expansion_search = ef
+        return lambda q: raw.search(q, K).keys.astype(np.int64) - 1
+    raw.hnsw.efSearch = ef
+    labels = index._labels  # faiss internal id -> image id
+    return lambda q: labels[raw.search(q[None, :], K)[1][0]] - 1
+
+
+def bench_embedded(db: Path, backend: str, queries, truth, ftruth, efs, res: dict, out: Path) -> None:
+    t0 = time.perf_counter()
+    cat, ann = open_catalog(db, backend)
     cat.search_vector(queries[0], k=K)  # builds the HNSW index beside the file
     res["index_build_s"] = round(time.perf_counter() - t0, 1)
     res["build_threads"] = BUILD_THREADS
-    log(f"embedded: first search (build + save) {res['index_build_s']}s, {ann.last_action}")
+    log(f"embedded {backend}: first search (build + save) {res['index_build_s']}s, {ann.last_action}")
     cat.close()
     t0 = time.perf_counter()
-    cat = Catalog.open(db)
-    cat.ann_min_vectors = 0  # HNSW even when --n is small
-    ann = cat._ann[MODEL] = PersistentHNSW(cat.store, MODEL, ann_folder(cat.store), threads=BUILD_THREADS)
+    cat, ann = open_catalog(db, backend)
     cat.search_vector(queries[0], k=K)
     res["reopen_first_search_s"] = round(time.perf_counter() - t0, 2)
     res["reopen_action"] = ann.last_action
     index = ann.index
 
-    res["ef"], res["raw_usearch_ef"] = {}, {}
+    res["ef"], res["raw_ef"] = {}, {}
     for ef in efs:
         index.expansion_search = ef
         found, stats = timed_queries(lambda q: rows_of(cat.search_vector(q, k=K)), queries)
         res["ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
-        log("embedded", ef, res["ef"][ef])
-        raw = index._index
-        raw.expansion_search = ef
-        # raw usearch on the same graph: keys are image ids = row + 1
-        found, stats = timed_queries(lambda q, raw=raw: raw.search(q, K).keys.astype(np.int64) - 1, queries)
-        res["raw_usearch_ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
-        log("raw usearch", ef, res["raw_usearch_ef"][ef])
+        log(f"embedded {backend}", ef, res["ef"][ef])
+        found, stats = timed_queries(raw_search(index, ef), queries)
+        res["raw_ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
+        log(f"raw {backend}", ef, res["raw_ef"][ef])
         save(out)
     res["filter_ef"] = pick_ef(res["ef"])
     index.expansion_search = res["filter_ef"]
-    res["filtered"] = measure_filtered(cat, queries, ftruth, "embedded", out)
+    res["filtered"] = measure_filtered(cat, queries, ftruth, f"embedded {backend}", out)
     cat.close()
 
 
-def open_embedded_index(db: Path):
+def open_embedded_index(db: Path, backend: str):
     """The embedded store's HNSW index, loaded from the file beside the database."""
-    from lookalike.catalog import Catalog
-    from lookalike.index.hnsw import PersistentHNSW, ann_folder
-
-    cat = Catalog.open(db)
-    cat.ann_min_vectors = 0
-    ann = cat._ann[MODEL] = PersistentHNSW(cat.store, MODEL, ann_folder(cat.store), threads=BUILD_THREADS)
+    cat, ann = open_catalog(db, backend)
     cat.search_vector(np.ones(128, dtype=np.float32), k=K)  # loads the file
     return cat, ann.index
 
@@ -277,12 +289,12 @@ def measure_filtered(cat, queries, ftruth, label, out) -> dict:
 
 def bench_churn(index, data, queries, truth, ef, res: dict) -> None:
     """Delete 30% of the vectors from the embedded store's fresh HNSW graph and re-add them
-    (HNSWIndex.remove / add, the calls the store's incremental sync makes); compare recall."""
-    raw = index._index
-    raw.expansion_search = ef
+    (index.remove / add, the calls the store's incremental sync makes); compare recall of the
+    index's unfiltered search (faiss: tombstones kept out of the results by a selector)."""
+    index.expansion_search = ef
 
     def fn(q):
-        return raw.search(q, K).keys.astype(np.int64) - 1  # keys are image ids = row + 1
+        return index.search(q, K)[0] - 1  # keys are image ids = row + 1
 
     found, _ = timed_queries(fn, queries)
     res["fresh_recall@10"] = round(recall(found, truth), 4)
@@ -291,12 +303,11 @@ def bench_churn(index, data, queries, truth, ef, res: dict) -> None:
     index.remove(rows + 1)
     index.add(rows + 1, data[rows])
     res["churn_s"] = round(time.perf_counter() - t0, 1)
-    raw.expansion_search = ef
     found, _ = timed_queries(fn, queries)
     res["churned_recall@10"] = round(recall(found, truth), 4)
     res["ef"] = ef
     res["delta"] = round(res["fresh_recall@10"] - res["churned_recall@10"], 4)
-    log("churn", res)
+    log(f"churn {index.backend}", res)
 
 
 def load_postgres(url: str, data: np.ndarray, tiers: np.ndarray) -> dict:
@@ -375,6 +386,19 @@ def pg_label(sub: dict) -> str:
     return f"pgvector HNSW m={h['m']} efc={h['ef_construction']} (catalog-level)"
 
 
+def embedded_of(d: dict, backend: str) -> dict:
+    """Results of the embedded store with ``backend`` (files before --ann: "embedded" = usearch)."""
+    return d.get(f"embedded_{backend}") or (d.get("embedded", {}) if backend == "usearch" else {})
+
+
+def raw_of(sub: dict) -> dict:
+    return sub.get("raw_ef") or sub.get("raw_usearch_ef", {})
+
+
+def churn_of(d: dict, backend: str) -> dict:
+    return d.get(f"churn_{backend}") or (d.get("churn", {}) if backend == "usearch" else {})
+
+
 def at_recall(by_ef: dict, target: float) -> tuple[str, dict] | None:
     """(ef, measurement) of the smallest ef whose recall@10 reaches ``target``."""
     good = sorted((int(ef), m) for ef, m in by_ef.items() if m["recall@10"] >= target)
@@ -384,13 +408,21 @@ def at_recall(by_ef: dict, target: float) -> tuple[str, dict] | None:
 def equal_recall(d: dict) -> list[str]:
     """Each system at the smallest ef reaching recall@10 0.95 / 0.99, and embedded vs faiss QPS."""
     systems = [
-        ("embedded store", d.get("embedded", {}).get("ef", {})),
-        ("raw usearch", d.get("embedded", {}).get("raw_usearch_ef", {})),
+        ("embedded (faiss)", embedded_of(d, "faiss").get("ef", {})),
+        ("embedded (usearch)", embedded_of(d, "usearch").get("ef", {})),
+        ("raw usearch", raw_of(embedded_of(d, "usearch"))),
         ("faiss", d.get("faiss_hnsw", {}).get("ef", {})),
         ("pgvector", d.get("pgvector", {}).get("ef", {})),
     ]
-    lines = ["| recall@10 ≥ | " + " | ".join(n for n, _ in systems) + " | embedded / faiss QPS |"]
-    lines.append("|---" * (len(systems) + 2) + "|")
+    ratios = ["embedded (faiss)", "embedded (usearch)"]
+    lines = [
+        "| recall@10 ≥ | "
+        + " | ".join(n for n, _ in systems)
+        + " | "
+        + " | ".join(f"{r} / faiss QPS" for r in ratios)
+        + " |"
+    ]
+    lines.append("|---" * (len(systems) + 1 + len(ratios)) + "|")
     for target in (0.95, 0.99):
         cells, qps = [], {}
         for name, by_ef in systems:
@@ -401,12 +433,8 @@ def equal_recall(d: dict) -> list[str]:
             ef, m = hit
             qps[name] = m["qps"]
             cells.append(f"ef {ef}: {m['qps']:.0f} QPS, p99 {m['p99_ms']:.2f} ms")
-        ratio = (
-            f"{qps['embedded store'] / qps['faiss']:.0%}"
-            if "embedded store" in qps and "faiss" in qps
-            else "—"
-        )
-        lines.append(f"| {target} | " + " | ".join(cells) + f" | {ratio} |")
+        cells += [f"{qps[r] / qps['faiss']:.0%}" if r in qps and "faiss" in qps else "—" for r in ratios]
+        lines.append(f"| {target} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -423,14 +451,29 @@ def report(path: Path) -> str:
     for name, d in r["datasets"].items():
         lines += [f"**{name}** (n = {r['n']:,} x 128)", ""]
         lines += ["| system | build | ef | recall@10 | QPS | p50 ms | p99 ms |", "|---" * 7 + "|"]
-        rows = [
-            ("embedded store (catalog-level)", d.get("embedded", {}), "ef", "index_build_s"),
-            ("raw usearch (same graph)", d.get("embedded", {}), "raw_usearch_ef", None),
-            ("faiss IndexHNSWFlat M=32", d.get("faiss_hnsw", {}), "ef", "build_s"),
-            (pg_label(d.get("pgvector", {})), d.get("pgvector", {}), "ef", "hnsw_build_s"),
+        rows = []
+        for backend in ("faiss", "usearch"):
+            sub = embedded_of(d, backend)
+            rows += [
+                (f"embedded store, {backend} (catalog-level)", sub, sub.get("ef", {}), "index_build_s"),
+                (f"raw {backend} (same graph)", sub, raw_of(sub), None),
+            ]
+        rows += [
+            (
+                "faiss IndexHNSWFlat M=32 (standalone)",
+                d.get("faiss_hnsw", {}),
+                d.get("faiss_hnsw", {}).get("ef", {}),
+                "build_s",
+            ),
+            (
+                pg_label(d.get("pgvector", {})),
+                d.get("pgvector", {}),
+                d.get("pgvector", {}).get("ef", {}),
+                "hnsw_build_s",
+            ),
         ]
-        for label, sub, key, build in rows:
-            for ef, m in sub.get(key, {}).items():
+        for label, sub, by_ef, build in rows:
+            for ef, m in by_ef.items():
                 b = f"{sub.get(build)} s" if build and sub.get(build) is not None else ""
                 lines.append(
                     f"| {label} | {b} | {ef} | {m['recall@10']:.3f} | {m['qps']:.0f} | {m['p50_ms']:.2f} | "
@@ -438,7 +481,11 @@ def report(path: Path) -> str:
                 )
         head = "| filtered | selectivity | ef | recall@10 | min results | QPS | p50 ms | p99 ms |"
         lines += ["", head, "|---" * 8 + "|"]
-        for label, sub in (("embedded", d.get("embedded", {})), ("pgvector", d.get("pgvector", {}))):
+        for label, sub in (
+            ("embedded (faiss)", embedded_of(d, "faiss")),
+            ("embedded (usearch)", embedded_of(d, "usearch")),
+            ("pgvector", d.get("pgvector", {})),
+        ):
             for tier, m in sub.get("filtered", {}).items():
                 size = d["tier_sizes"][tier]
                 lines.append(
@@ -446,13 +493,15 @@ def report(path: Path) -> str:
                     f"{m['min_results']} | {m['qps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
                 )
         lines += ["", *equal_recall(d)]
-        c = d.get("churn")
-        if c:
-            lines += [
-                "",
-                f"churn (30% deleted + re-added, ef {c.get('ef')}): recall {c.get('fresh_recall@10')} -> "
-                f"{c.get('churned_recall@10')} (delta {c.get('delta')}), {c.get('churn_s')} s",
-            ]
+        for backend in ("faiss", "usearch"):
+            c = churn_of(d, backend)
+            if c:
+                lines += [
+                    "",
+                    f"churn, {backend} (30% deleted + re-added, ef {c.get('ef')}): recall "
+                    f"{c.get('fresh_recall@10')} -> {c.get('churned_recall@10')} (delta {c.get('delta')}), "
+                    f"{c.get('churn_s')} s",
+                ]
         lines.append("")
     return "\n".join(lines)
 
@@ -472,18 +521,18 @@ def plot(paths: list[Path], png: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (r, name) in zip(axes[0], panels, strict=True):
         d = r["datasets"][name]
-        for label, sub, key, style in [
-            ("embedded store (catalog)", d.get("embedded", {}), "ef", "o-"),
-            ("raw usearch", d.get("embedded", {}), "raw_usearch_ef", "s--"),
-            ("faiss IndexHNSWFlat", d.get("faiss_hnsw", {}), "ef", "^-"),
+        for label, by_ef, style in [
+            ("embedded store, faiss (catalog)", embedded_of(d, "faiss").get("ef", {}), "o-"),
+            ("embedded store, usearch (catalog)", embedded_of(d, "usearch").get("ef", {}), "v-"),
+            ("raw usearch", raw_of(embedded_of(d, "usearch")), "s--"),
+            ("faiss IndexHNSWFlat", d.get("faiss_hnsw", {}).get("ef", {}), "^-"),
             (
                 pg_label(d.get("pgvector", {})).replace("HNSW ", "").replace("-level", ""),
-                d.get("pgvector", {}),
-                "ef",
+                d.get("pgvector", {}).get("ef", {}),
                 "d-",
             ),
         ]:
-            pts = sorted((m["recall@10"], m["qps"]) for m in sub.get(key, {}).values())
+            pts = sorted((m["recall@10"], m["qps"]) for m in by_ef.values())
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=4)
         ax.axvline(0.95, color="grey", lw=0.8, ls=":")
@@ -516,6 +565,7 @@ def main() -> None:
         help="run in the order faiss, embedded, pgvector, churn",
     )
     ap.add_argument("--efs", default="64,128,256,512,1000")
+    ap.add_argument("--ann", default="faiss,usearch", help="ANN backends of the embedded store, in order")
     ap.add_argument("--workdir", default="/tmp/bench-ann")
     ap.add_argument("--out", default="/tmp/bench-ann.json")
     ap.add_argument("--build-threads", type=int, default=BUILD_THREADS, help="threads for index builds")
@@ -559,11 +609,13 @@ def main() -> None:
         if "faiss" in systems:
             bench_faiss(data, queries, truth, efs, res.setdefault("faiss_hnsw", {}), out)
         db = work / f"{name}.db"
+        anns = args.ann.split(",")
         if "embedded" in systems:
-            sub = res.setdefault("embedded", {})
-            sub["sqlite_load_s"] = round(load_sqlite(db, data, tiers), 1)
-            log(f"sqlite load {sub['sqlite_load_s']}s")
-            bench_embedded(db, queries, truth, ftruth, efs, sub, out)
+            res["sqlite_load_s"] = round(load_sqlite(db, data, tiers), 1)
+            log(f"sqlite load {res['sqlite_load_s']}s")
+            for backend in anns:
+                sub = res.setdefault(f"embedded_{backend}", {})
+                bench_embedded(db, backend, queries, truth, ftruth, efs, sub, out)
         if "pgvector" in systems:
             from lookalike.store.pgserver import LocalPostgres
 
@@ -586,12 +638,12 @@ def main() -> None:
             save(out)
             bench_pgvector(url, queries, truth, ftruth, efs, sub, out)
         if "churn" in systems and "embedded" in systems:  # last: it changes the embedded graph
-            cat, index = open_embedded_index(db)
-            bench_churn(
-                index, data, queries, truth, res["embedded"]["filter_ef"], res.setdefault("churn", {})
-            )
-            cat.close()
-            save(out)
+            for backend in anns:
+                cat, index = open_embedded_index(db, backend)
+                ef = res[f"embedded_{backend}"]["filter_ef"]
+                bench_churn(index, data, queries, truth, ef, res.setdefault(f"churn_{backend}", {}))
+                cat.close()
+                save(out)
         del data
     RESULTS["wall_s"] = round(time.perf_counter() - started, 1)
     save(out)
