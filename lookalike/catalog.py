@@ -108,7 +108,7 @@ class _View:
         """product pk -> (score, image id) of its best image among ranked images, best first."""
         best: dict[int, tuple[float, int]] = {}
         owner = self.owner
-        if owner is not None and len(ids) and int(ids.max()) < len(owner):
+        if owner is not None and len(ids) and int(ids.min()) >= 0 and int(ids.max()) < len(owner):
             owners = owner[ids]
             if int(owners.min()) >= 0:  # one product per image
                 for pk, score, iid in zip(owners.tolist(), scores.tolist(), ids.tolist(), strict=True):

@@ -5,6 +5,8 @@ add/delete, reload, rebuild when missing, damaged, stale or too full of deleted 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -275,3 +277,34 @@ def test_backend_is_a_setting(tmp_path):
         Settings(data_dir=tmp_path, ann="annoy")
     with pytest.raises(InvalidRequest, match="unknown ANN backend 'annoy'"):
         ann_index_class("annoy")
+
+
+@BACKENDS
+def test_searches_while_the_index_changes(vectors, backend):
+    """Searching threads see a consistent index while another thread adds and deletes (faiss
+    storage moves as it grows: without the index's lock this reads freed memory)."""
+    ids, data, queries = vectors
+    ann = ann_index_class(backend).build(ids[:1000], data[:1000])
+    errors, stop = [], threading.Event()
+
+    def search():
+        allowed = np.sort(ids[::3])
+        while not stop.is_set():
+            for q in queries[:10]:
+                for got in (ann.search(q, 10)[0], ann.search(q, 10, allowed)[0]):
+                    if len(got) != 10 or (got < ids[0]).any() or (got > ids[-1]).any():
+                        errors.append(got)
+
+    threads = [threading.Thread(target=search) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for s in range(1000, len(ids), 250):
+            ann.add(ids[s : s + 250], data[s : s + 250])
+            ann.remove(ids[s - 100 : s])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert len(ann) == len(ids) - 100 * len(range(1000, len(ids), 250))

@@ -6,6 +6,9 @@ through it) and an ``IDSelector`` keeps it out of the results. Image ids are map
 sequential internal ids by one array (internal id -> image id, -1 for a tombstone). The store's
 rebuild once ``MAX_DELETED_FRACTION`` of the nodes are tombstones bounds the dead weight.
 
+A faiss graph cannot be searched while it grows (its storage moves), so searches share a
+read lock and changes take it alone.
+
 Filtered queries pass the allowed ids to the graph search as a bitmap selector; very selective
 filters, and any filtered query the graph answers short, are searched exactly over the allowed
 vectors (read in place from the index's flat storage), so a filtered query returns k results
@@ -23,7 +26,13 @@ import faiss
 import numpy as np
 
 from lookalike.index.base import VectorIndex
-from lookalike.index.hnsw import EXACT_ALLOWED_FRACTION, EXACT_ALLOWED_MAX, EXACT_CACHE_FILTERS, exact_top
+from lookalike.index.hnsw import (
+    EXACT_ALLOWED_FRACTION,
+    EXACT_ALLOWED_MAX,
+    EXACT_CACHE_FILTERS,
+    ReadWriteLock,
+    exact_top,
+)
 
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float32)
@@ -61,6 +70,7 @@ class FaissHNSWIndex(VectorIndex):
         self._live_sel: tuple[int, object, np.ndarray] | None = None
         self._params: dict[tuple[int, int], faiss.SearchParametersHNSW] = {}
         self._filter_cache: OrderedDict[int, tuple] = OrderedDict()
+        self._lock = ReadWriteLock()
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, **kwargs) -> FaissHNSWIndex:
@@ -100,18 +110,29 @@ class FaissHNSWIndex(VectorIndex):
             return
         if len(np.unique(ids)) != len(ids):
             raise ValueError("duplicate image ids in one add")
-        self.remove(ids)  # an id added again replaces its old node
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(self.threads)
+        self._lock.acquire_write()
         try:
-            self._index.add(vectors)
+            self._remove(ids)  # an id added again replaces its old node
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(self.threads)
+            try:
+                self._index.add(vectors)
+            finally:
+                faiss.omp_set_num_threads(before)
+            self._labels = np.concatenate([self._labels, ids])
+            self._version += 1
         finally:
-            faiss.omp_set_num_threads(before)
-        self._labels = np.concatenate([self._labels, ids])
-        self._version += 1
+            self._lock.release_write()
 
     def remove(self, ids: np.ndarray) -> None:
+        self._lock.acquire_write()
+        try:
+            self._remove(ids)
+        finally:
+            self._lock.release_write()
+
+    def _remove(self, ids: np.ndarray) -> None:
         internal = self.internal_ids(ids)
         if len(internal):
             self._labels[internal] = -1
@@ -191,6 +212,13 @@ class FaissHNSWIndex(VectorIndex):
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        self._lock.acquire_read()
+        try:
+            return self._search(query, k, allowed)
+        finally:
+            self._lock.release_read()
+
+    def _search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = len(self)
         if n == 0 or k <= 0:
             return _EMPTY_IDS, _EMPTY_SCORES
@@ -223,8 +251,12 @@ class FaissHNSWIndex(VectorIndex):
         pid = os.getpid()
         tmp = path.with_name(path.name + f".tmp{pid}")
         ids_tmp = path.with_name(path.name + f".ids.tmp{pid}.npy")
-        faiss.write_index(self._index, str(tmp))
-        np.save(ids_tmp, self._labels)
+        self._lock.acquire_read()
+        try:
+            faiss.write_index(self._index, str(tmp))
+            np.save(ids_tmp, self._labels)
+        finally:
+            self._lock.release_read()
         os.replace(ids_tmp, self.ids_path(path))
         os.replace(tmp, path)
 
@@ -233,7 +265,11 @@ class FaissHNSWIndex(VectorIndex):
         labels = np.load(self.ids_path(path))
         if not isinstance(index, faiss.IndexHNSWFlat) or index.ntotal != len(labels):
             raise ValueError(f"{path}: graph and image ids do not match")
-        self._index, self._labels = index, labels.astype(np.int64, copy=False)
-        self.dim = index.d
-        self.deleted = int((labels < 0).sum())
-        self._version += 1
+        self._lock.acquire_write()
+        try:
+            self._index, self._labels = index, labels.astype(np.int64, copy=False)
+            self.dim = index.d
+            self.deleted = int((labels < 0).sum())
+            self._version += 1
+        finally:
+            self._lock.release_write()

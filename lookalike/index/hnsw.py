@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -56,6 +57,43 @@ def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarra
     top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
     return top, scores[top].astype(np.float32)
+
+
+class ReadWriteLock:
+    """Many readers at once, or one writer; a waiting writer holds new readers back. Searches
+    read an index, adds and deletes write it: neither library gives consistent answers (faiss
+    not even safe memory reads) while the graph changes under a search."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writers = 0  # waiting or writing
+        self._writing = False
+
+    def acquire_read(self) -> None:
+        with self._cond:
+            while self._writers:
+                self._cond.wait()
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
+        with self._cond:
+            self._writers += 1
+            while self._readers or self._writing:
+                self._cond.wait()
+            self._writing = True
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writing = False
+            self._writers -= 1
+            self._cond.notify_all()
 
 
 class HNSWIndex(VectorIndex):
@@ -92,6 +130,7 @@ class HNSWIndex(VectorIndex):
         self.deleted = 0
         self._version = 0
         self._exact_cache: OrderedDict[int, tuple] = OrderedDict()
+        self._lock = ReadWriteLock()
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, **kwargs) -> HNSWIndex:
@@ -107,17 +146,25 @@ class HNSWIndex(VectorIndex):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            self._version += 1
-            self._index.add(
-                np.asarray(ids, dtype=np.uint64),
-                np.ascontiguousarray(vectors, dtype=np.float32),
-                threads=self.threads,
-            )
+            self._lock.acquire_write()
+            try:
+                self._version += 1
+                self._index.add(
+                    np.asarray(ids, dtype=np.uint64),
+                    np.ascontiguousarray(vectors, dtype=np.float32),
+                    threads=self.threads,
+                )
+            finally:
+                self._lock.release_write()
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self._version += 1
-            self.deleted += int(np.sum(self._index.remove(np.asarray(ids, dtype=np.uint64))))
+            self._lock.acquire_write()
+            try:
+                self._version += 1
+                self.deleted += int(np.sum(self._index.remove(np.asarray(ids, dtype=np.uint64))))
+            finally:
+                self._lock.release_write()
 
     def _graph(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         self._index.expansion_search = max(self.expansion_search, count)
@@ -152,6 +199,13 @@ class HNSWIndex(VectorIndex):
     def search(
         self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        self._lock.acquire_read()
+        try:
+            return self._search(query, k, allowed)
+        finally:
+            self._lock.release_read()
+
+    def _search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = len(self._index)
         if n == 0 or k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
@@ -177,12 +231,20 @@ class HNSWIndex(VectorIndex):
     # --- files ------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        self._index.save(str(tmp))
+        self._lock.acquire_read()
+        try:
+            self._index.save(str(tmp))
+        finally:
+            self._lock.release_read()
         os.replace(tmp, path)
 
     def load(self, path: Path) -> None:
-        self._index.load(str(path))
-        self.dim = self._index.ndim
+        self._lock.acquire_write()
+        try:
+            self._index.load(str(path))
+            self.dim = self._index.ndim
+        finally:
+            self._lock.release_write()
 
 
 def _slug(model: str) -> str:
