@@ -88,6 +88,10 @@ def train_metric_cmd(
     localizer_views: Annotated[
         int, typer.Option(min=100, help="Street views rendered to train the localizer.")
     ] = 24000,
+    refine: Annotated[
+        bool,
+        typer.Option(help="Also train a refiner that looks twice more around the localizer's box."),
+    ] = True,
     polarity: Annotated[
         bool, typer.Option(help="Flip products darker than their surroundings to light-on-dark.")
     ] = True,
@@ -129,6 +133,7 @@ def train_metric_cmd(
         localize=localize,
         localizer_steps=localizer_steps,
         localizer_views=localizer_views,
+        refine=refine,
         crop_jitter=crop_jitter,
         polarity=polarity,
         seed=seed,

@@ -11,6 +11,11 @@ images pass through the same pipeline.
 
 It lives with the embedders because the ``trained`` embedder rebuilds it from a checkpoint; the
 training code is ``lookalike.train.metric.localizer``.
+
+An optional second stage, the *refiner* (the same network, trained on other inputs), looks again at
+a crop around the first box, enlarged by :data:`REFINE_MARGIN` and turned upright, and predicts the
+box inside that crop: at the larger scale it sees the item's edges sharper, and each pass corrects
+the last one's error (:func:`find_items`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from torch import nn
 INPUT_SIZE = 64
 #: rotations are regressed as angle / ANGLE_SCALE (degrees)
 ANGLE_SCALE = 25.0
+#: the refiner looks at the first box enlarged by this factor (room for the first stage's error)
+REFINE_MARGIN = 1.5
 
 
 class Localizer(nn.Module):
@@ -150,6 +157,81 @@ def crop_item(image: Image.Image, box: Sequence[float], size: int) -> Image.Imag
 
 def crop_items(images: Sequence[Image.Image], boxes: np.ndarray, size: int) -> list[Image.Image]:
     return [crop_item(img, box, size) for img, box in zip(images, boxes, strict=True)]
+
+
+def _frame_geometry(frames: np.ndarray, margin: float, size: int):
+    f = np.asarray(frames, dtype=np.float64).reshape(-1, 4)
+    k = f[:, 2] * margin / size  # photo pixels per crop pixel
+    t = np.radians(f[:, 3])
+    return f, k, np.cos(t), np.sin(t)
+
+
+def boxes_in_frame(boxes: np.ndarray, frames: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """Photo boxes -> the same boxes in the pixels of ``crop_item(photo, frame enlarged by margin, size)``."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    f, k, c, s = _frame_geometry(frames, margin, size)
+    dx, dy = b[:, 0] - f[:, 0], b[:, 1] - f[:, 1]
+    return np.stack(
+        [size / 2 + (c * dx - s * dy) / k, size / 2 + (s * dx + c * dy) / k, b[:, 2] / k, b[:, 3] - f[:, 3]],
+        axis=1,
+    )
+
+
+def boxes_from_frame(boxes: np.ndarray, frames: np.ndarray, margin: float, size: int) -> np.ndarray:
+    """The inverse of :func:`boxes_in_frame`: boxes in crop pixels -> photo boxes."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    f, k, c, s = _frame_geometry(frames, margin, size)
+    u, v = (b[:, 0] - size / 2) * k, (b[:, 1] - size / 2) * k
+    return np.stack(
+        [f[:, 0] + c * u + s * v, f[:, 1] - s * u + c * v, b[:, 2] * k, f[:, 3] + b[:, 3]], axis=1
+    )
+
+
+def refine_crop(image: Image.Image, frame: Sequence[float], margin: float = REFINE_MARGIN) -> Image.Image:
+    """The refiner's view around ``frame``: the box enlarged by ``margin``, upright, 64×64 RGB."""
+    cx, cy, side, angle = (float(v) for v in frame)
+    return crop_item(image.convert("RGB"), (cx, cy, side * margin, angle), INPUT_SIZE)
+
+
+@torch.no_grad()
+def refine_boxes(
+    refiner: Localizer,
+    images: Sequence[Image.Image],
+    boxes: np.ndarray,
+    margin: float = REFINE_MARGIN,
+    batch_size: int = 256,
+) -> np.ndarray:
+    """One refinement pass: look again around each box and return the corrected photo boxes."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    was_training = refiner.training
+    refiner.eval()
+    outs = []
+    for s in range(0, len(images), batch_size):
+        crops = [
+            refine_crop(img, b, margin)
+            for img, b in zip(images[s : s + batch_size], boxes[s : s + batch_size], strict=True)
+        ]
+        outs.append(refiner(localizer_input(crops)).numpy())
+    refiner.train(was_training)
+    if not outs:
+        return boxes
+    sizes = np.full((len(boxes), 2), float(INPUT_SIZE))
+    return boxes_from_frame(decode_boxes(np.concatenate(outs), sizes), boxes, margin, INPUT_SIZE)
+
+
+def find_items(
+    localizer: Localizer,
+    images: Sequence[Image.Image],
+    refiner: Localizer | None = None,
+    passes: int = 2,
+    margin: float = REFINE_MARGIN,
+) -> np.ndarray:
+    """Where the item is in each photo: the localizer's box, then ``passes`` refinement passes."""
+    boxes = predict_boxes(localizer, images)
+    if refiner is not None:
+        for _ in range(passes):
+            boxes = refine_boxes(refiner, images, boxes, margin)
+    return boxes
 
 
 def build_localizer(arch: dict, state_dict: dict | None = None) -> Localizer:

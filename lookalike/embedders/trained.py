@@ -40,13 +40,18 @@ class TrainedEmbedder(Embedder):
             raise ModelError(f"checkpoint {path} does not match its architecture: {exc}") from None
         self.model.eval()
         loc = (payload.get("extra") or {}).get("localizer")
-        self.localizer = None
+        self.localizer = self.refiner = None
+        self.refine = {}
         if loc:
             from lookalike.embedders._localizer import build_localizer
 
             try:
                 self.localizer = build_localizer(loc["arch"], loc["state_dict"])
-            except (KeyError, RuntimeError) as exc:
+                ref = loc.get("refiner")
+                if ref:
+                    self.refiner = build_localizer(ref["arch"], ref["state_dict"])
+                    self.refine = {"passes": int(ref["passes"]), "margin": float(ref["margin"])}
+            except (KeyError, RuntimeError, TypeError, ValueError) as exc:
                 raise ModelError(f"checkpoint {path} has a broken localizer: {exc}") from None
         self.dim = int(self.arch.get("dim", 128))
         self._torch = torch
@@ -55,13 +60,14 @@ class TrainedEmbedder(Embedder):
         from lookalike.embedders._metric_net import preprocess_images
 
         if self.localizer is not None:  # cut the item out of each photo, upright, before embedding
-            from lookalike.embedders._localizer import crop_items, predict_boxes
+            from lookalike.embedders._localizer import crop_items, find_items
 
             images = [
                 img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img)) for img in images
             ]
             size = int(self.preprocess.get("size", 32))
-            images = crop_items(images, predict_boxes(self.localizer, images), size)
+            boxes = find_items(self.localizer, images, self.refiner, **self.refine)
+            images = crop_items(images, boxes, size)
         x = preprocess_images(images, self.preprocess)
         with self._torch.inference_mode():
             return self.model(x).numpy()

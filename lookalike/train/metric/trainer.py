@@ -70,6 +70,7 @@ class MetricRecipe:
     localize: bool = True  # first train a localizer; embed the item cut out of the photo
     localizer_steps: int = 1200
     localizer_views: int = 24000
+    refine: bool = True  # also train the localizer's refiner (two more looks around the first box)
     crop_jitter: float = 1.0  # scale of the box jitter applied to training crops
     polarity: bool = True  # flip products darker than their surroundings to light-on-dark
     command: str = ""
@@ -127,6 +128,8 @@ class _Trainer:
     def __init__(self, data: TrainData, recipe: MetricRecipe, run_dir: Path):
         self.data, self.r, self.run_dir = data, recipe, run_dir
         self.localizer = None  # set by train_metric when the recipe localizes
+        self.refiner = None  # set with it when the recipe refines
+        self.refine: dict = {}
         self.pre = recipe.preprocess()
         n = len(data)
         # hold out validation identities (never trained on), chosen by the seed
@@ -163,13 +166,13 @@ class _Trainer:
         """Photos -> network input. With a localizer the item is cut out of each photo first: at its
         known (jittered) box for synthetic views, where the localizer finds it otherwise."""
         if self.localizer is not None:
-            from lookalike.embedders._localizer import crop_items, predict_boxes
+            from lookalike.embedders._localizer import crop_items, find_items
 
             views = [v if isinstance(v, Image.Image) else Image.fromarray(np.asarray(v)) for v in views]
             boxes = list(boxes) if boxes is not None else [None] * len(views)
             unknown = [i for i, b in enumerate(boxes) if b is None]
             if unknown:
-                found = predict_boxes(self.localizer, [views[i] for i in unknown])
+                found = find_items(self.localizer, [views[i] for i in unknown], self.refiner, **self.refine)
                 for i, b in zip(unknown, found, strict=True):
                     boxes[i] = b
             views = crop_items(views, np.array(boxes, dtype=np.float64), self.r.input_size)
@@ -446,6 +449,12 @@ def train_metric(
     localizer_extra = None
     if r.localize:
         tr.localizer, localizer_extra = _localizer_for(tr, run_dir, log)
+        ref = localizer_extra.get("refiner")
+        if ref:
+            from lookalike.embedders._localizer import build_localizer
+
+            tr.refiner = build_localizer(ref["arch"], ref["state_dict"])
+            tr.refine = {"passes": ref["passes"], "margin": ref["margin"]}
     model = build_model(r.arch(), pretrained=r.pretrained)
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     step, history, mined = 0, [], None
@@ -544,28 +553,51 @@ def train_metric(
 
 
 def _localizer_for(tr: _Trainer, run_dir: Path, log) -> tuple[torch.nn.Module, dict]:
-    """Train the run's localizer on the training items (or load it from an interrupted run)."""
+    """Train the run's localizer (and its refiner) on the training items, or load them from an
+    interrupted run."""
     from lookalike.embedders._localizer import build_localizer
-    from lookalike.train.metric.localizer import LocalizerRecipe, train_localizer
+    from lookalike.train.metric.localizer import LocalizerRecipe, train_localizer, train_refiner
 
     r = tr.r
-    lr = LocalizerRecipe(views=r.localizer_views, steps=r.localizer_steps, seed=r.seed, workers=r.threads)
+    lr = LocalizerRecipe(
+        views=r.localizer_views,
+        steps=r.localizer_steps,
+        refine=r.refine,
+        refine_views=r.localizer_views,
+        refine_steps=r.localizer_steps,
+        seed=r.seed,
+        workers=r.threads,
+    )
     path = run_dir / "localizer.pt"
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = build_localizer(saved["arch"], saved["state_dict"])
-        return model, saved
-    model, metrics = train_localizer(tr.data.images, tr.train_items, tr.val_items, lr, log=log)
-    saved = {
-        "arch": {"widths": list(model.widths)},
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "metrics": metrics,
-        "recipe": json.loads(json.dumps(asdict(lr), default=list)),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(saved, tmp)
-    tmp.replace(path)
+    else:
+        model, metrics = train_localizer(tr.data.images, tr.train_items, tr.val_items, lr, log=log)
+        saved = {
+            "arch": {"widths": list(model.widths)},
+            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "metrics": metrics,
+            "recipe": json.loads(json.dumps(asdict(lr), default=list)),
+        }
+        _save_atomic(saved, path)
+    if lr.refine and not saved.get("refiner"):
+        refiner, metrics = train_refiner(tr.data.images, tr.train_items, tr.val_items, model, lr, log=log)
+        saved["refiner"] = {
+            "arch": {"widths": list(refiner.widths)},
+            "state_dict": {k: v.detach().clone() for k, v in refiner.state_dict().items()},
+            "margin": lr.refine_margin,
+            "passes": lr.refine_passes,
+            "metrics": metrics,
+        }
+        _save_atomic(saved, path)
     return model, saved
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
 
 
 def save_curves(history: list[dict], path: Path) -> Path:
