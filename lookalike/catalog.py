@@ -526,6 +526,22 @@ class Catalog:
     def get_products(self, product_ids: Iterable[str]) -> dict[str, Product]:
         return self.store.get_products(product_ids)
 
+    def list_products(
+        self, limit: int = 50, cursor: str | None = None, category: str | None = None
+    ) -> ProductPage:
+        """One page of products in the order they were added, optionally of one ``category``.
+
+        Pass the page's ``next_cursor`` to get the next page (None on the last one). Paging is
+        keyset-based, so a deep page costs what the first does, and products added meanwhile
+        appear on a later page."""
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidRequest(f"limit must be a positive integer, got {limit!r}")
+        after = decode_cursor(cursor) if cursor else None
+        rows = self.store.list_products(after, limit + 1, category)  # one more: is there a next page?
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return ProductPage([r for _, r in rows], encode_cursor(rows[-1][0]) if more else None)
+
     def delete(self, product_id: str) -> None:
         if not self.store.delete_product(product_id):
             raise ProductNotFound(product_id)
@@ -551,6 +567,43 @@ class Catalog:
             "models": self.store.models(),
             "categories": self.store.categories(),
         }
+
+
+@dataclass
+class ProductPage:
+    """A page of :meth:`Catalog.list_products`; ``next_cursor`` is None on the last page."""
+
+    products: list[Product]
+    next_cursor: str | None
+
+    def to_dict(self) -> dict:
+        return {"products": [p.to_dict() for p in self.products], "next_cursor": self.next_cursor}
+
+
+_CURSOR_PREFIX = "after:"
+
+
+def encode_cursor(pk: int) -> str:
+    """An opaque page cursor: the last product's internal key, base64url-encoded."""
+    import base64
+
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{int(pk)}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    import base64
+    import binascii
+
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        text = ""
+    key = text.removeprefix(_CURSOR_PREFIX)
+    if not text.startswith(_CURSOR_PREFIX) or not key.isdigit() or len(key) > 19:
+        raise InvalidRequest(
+            f"cursor {cursor[:100]!r} is not a page cursor (pass the next_cursor of a previous page)"
+        )
+    return int(key)
 
 
 def _batches(source: Iterable[SourceProduct], max_images: int) -> Iterator[list[SourceProduct]]:

@@ -12,6 +12,7 @@ PRODUCT_ID_PATTERN = r"^\w[\w.:@+=~ -]{0,127}$"
 MAX_K = 100
 MAX_IMAGES_PER_PRODUCT = 10
 MAX_FILTERS = 8
+MAX_PAGE = 500  # products per page of GET /v1/products
 
 FILTERS_DESCRIPTION = (
     "Only products whose `category` or attribute equals the value, e.g. "
@@ -130,6 +131,16 @@ class ProductPublic(BaseModel):
     @classmethod
     def from_record(cls, record) -> ProductPublic:
         return cls(**record.to_dict(), thumbnail_urls=[image_url(i) for i in record.image_ids])
+
+
+class ProductsPublic(BaseModel):
+    """One page of ``GET /v1/products``: pass ``next_cursor`` as ``cursor`` for the next page."""
+
+    data: list[ProductPublic]
+    count: int = Field(description="How many products this page holds (at most `limit`).")
+    next_cursor: str | None = Field(
+        description="The cursor of the next page; null on the last page.", examples=["YWZ0ZXI6NTA"]
+    )
 
 
 class ProductUpsert(BaseModel):

@@ -124,6 +124,13 @@ class Store(ABC):
         return {pk: (r.product_id, r.title, r.category) for pk, r in self.products_by_pk(pks).items()}
 
     @abstractmethod
+    def list_products(
+        self, after: int | None, limit: int, category: str | None = None
+    ) -> list[tuple[int, ProductRecord]]:
+        """(internal key, product) pairs in key order: the first ``limit`` with a key above ``after``
+        (keyset pagination: an index range scan however deep the page), optionally of one category."""
+
+    @abstractmethod
     def get_image(self, image_id: int) -> ImageRecord | None: ...
 
     @abstractmethod

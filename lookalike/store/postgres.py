@@ -604,6 +604,15 @@ class PostgresStore(Store):
             return {}
         return dict(self._products("id = ANY(%s)", [pks]))
 
+    def list_products(
+        self, after: int | None, limit: int, category: str | None = None
+    ) -> list[tuple[int, ProductRecord]]:
+        where, params = ["id > %s"], [-1 if after is None else int(after)]
+        if category is not None:
+            where.append("category = %s")
+            params.append(category)
+        return self._products(" AND ".join(where) + " ORDER BY id LIMIT %s", [*params, int(limit)])
+
     def product_labels(self, pks: Iterable[int]) -> dict[int, tuple[str, str | None, str | None]]:
         pks = [int(p) for p in pks]
         if not pks:

@@ -349,6 +349,16 @@ class SQLiteStore(Store):
             out.update(self._products(f"id IN ({q})", chunk))
         return out
 
+    def list_products(
+        self, after: int | None, limit: int, category: str | None = None
+    ) -> list[tuple[int, ProductRecord]]:
+        # rowid order: with a category this is a range of the (category, rowid) index
+        where, params = ["id > ?"], [-1 if after is None else int(after)]
+        if category is not None:
+            where.append("category = ?")
+            params.append(category)
+        return self._products(" AND ".join(where) + " ORDER BY id LIMIT ?", [*params, int(limit)])
+
     def product_labels(self, pks: Iterable[int]) -> dict[int, tuple[str, str | None, str | None]]:
         pks = [int(p) for p in pks]
         out: dict[int, tuple[str, str | None, str | None]] = {}

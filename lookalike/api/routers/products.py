@@ -1,4 +1,5 @@
-"""Products: read one, find similar ones, create/replace one (embedded synchronously), delete one."""
+"""Products: list them, read one, find similar ones, create/replace one (embedded synchronously),
+delete one."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ from lookalike.api.schemas import (
     FILTERS_DESCRIPTION,
     MAX_IMAGES_PER_PRODUCT,
     MAX_K,
+    MAX_PAGE,
     PRODUCT_ID_PATTERN,
     ProductPublic,
+    ProductsPublic,
     ProductUpsert,
     SearchResponse,
 )
@@ -53,6 +56,25 @@ _FAILURE = {
     "http_status": (400, "fetch_failed"),
     "not_image_content": (400, "fetch_failed"),
 }
+
+
+@router.get("", response_model=ProductsPublic, responses=ERRORS, summary="List products")
+def list_products(
+    catalog: CatalogDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Products per page.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="The `next_cursor` of the previous page (none: the first page)."),
+    ] = None,
+    category: Annotated[
+        str | None, Query(max_length=200, description="Only products of this category.")
+    ] = None,
+) -> ProductsPublic:
+    """The catalog's products in the order they were added, a page at a time. Paging is keyset-based:
+    a deep page is as fast as the first, and products added while you page appear on a later page."""
+    page = catalog.list_products(limit, cursor=cursor or None, category=category or None)
+    data = [ProductPublic.from_record(p) for p in page.products]
+    return ProductsPublic(data=data, count=len(data), next_cursor=page.next_cursor)
 
 
 @router.get("/{product_id}", response_model=ProductPublic, responses=ERRORS, summary="Get a product")
