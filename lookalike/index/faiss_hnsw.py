@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -67,10 +68,11 @@ class FaissHNSWIndex(VectorIndex):
         self.deleted = 0
         self._version = 0
         self._lookup: tuple[int, np.ndarray, np.ndarray] | None = None  # (version, sorted ids, internal)
-        self._live_sel: tuple[int, object, np.ndarray] | None = None
+        self._live_sel: tuple[int, object] | None = None
         self._params: dict[tuple[int, int], faiss.SearchParametersHNSW] = {}
         self._filter_cache: OrderedDict[int, tuple] = OrderedDict()
         self._lock = ReadWriteLock()
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def build(cls, ids: np.ndarray, vectors: np.ndarray, **kwargs) -> FaissHNSWIndex:
@@ -141,16 +143,16 @@ class FaissHNSWIndex(VectorIndex):
 
     # --- search ----------------------------------------------------------------------------------
     def _selector_params(self, ef: int, sel) -> faiss.SearchParametersHNSW:
-        key = (ef, id(sel))
+        key = (ef, id(sel))  # the cached params keep ``sel`` alive, so its id is not reused
         params = self._params.get(key)
-        if params is None or params.sel is not sel:
+        if params is None:
             if len(self._params) > 64:
                 self._params.clear()
             params = faiss.SearchParametersHNSW(efSearch=ef)
             if sel is not None:
                 params.sel = sel
+            params._sel_ref = sel  # faiss holds a bare pointer: keep the selector and its bitmap
             self._params[key] = params
-            params._sel_ref = sel  # keep the selector (and its bitmap) alive with the params
         return params
 
     @staticmethod
@@ -165,7 +167,7 @@ class FaissHNSWIndex(VectorIndex):
         if self.deleted == 0:
             return None
         if self._live_sel is None or self._live_sel[0] != self._version:
-            self._live_sel = (self._version, self._bitmap_selector(self._labels >= 0), None)
+            self._live_sel = (self._version, self._bitmap_selector(self._labels >= 0))
         return self._live_sel[1]
 
     def _graph(self, query: np.ndarray, count: int, sel, ef: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -189,15 +191,16 @@ class FaissHNSWIndex(VectorIndex):
     def _filter(self, allowed: np.ndarray) -> tuple:
         """(internal ids of the allowed ids, their selector or None, their vectors or None),
         cached per allowed array: a filter's ids are one array per catalog generation."""
-        hit = self._filter_cache.get(id(allowed))
-        if hit is not None and hit[0] is allowed and hit[1] == self._version:
-            self._filter_cache.move_to_end(id(allowed))
-            return hit[2]
-        internal = self.internal_ids(allowed)
-        entry = [internal, None, None]
-        self._filter_cache[id(allowed)] = (allowed, self._version, entry)
-        while len(self._filter_cache) > EXACT_CACHE_FILTERS:
-            self._filter_cache.popitem(last=False)
+        with self._cache_lock:  # searches run concurrently
+            hit = self._filter_cache.get(id(allowed))
+            if hit is not None and hit[0] is allowed and hit[1] == self._version:
+                self._filter_cache.move_to_end(id(allowed))
+                return hit[2]
+        entry = [self.internal_ids(allowed), None, None]
+        with self._cache_lock:
+            self._filter_cache[id(allowed)] = (allowed, self._version, entry)
+            while len(self._filter_cache) > EXACT_CACHE_FILTERS:
+                self._filter_cache.popitem(last=False)
         return entry
 
     def _exact(self, query: np.ndarray, k: int, entry: list) -> tuple[np.ndarray, np.ndarray]:
