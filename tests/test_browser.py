@@ -3,10 +3,12 @@ the real server started by `lookalike serve` on 127.0.0.1. Screenshots go to art
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,13 +25,34 @@ if not Path(CHROMIUM).exists():
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 
+KEY = "browser-key-0123456789abcdef"
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`lookalike serve` in a subprocess over a 300-item catalog; yields its base URL."""
-    home = tmp_path_factory.mktemp("browser")
+    with serve_catalog(tmp_path_factory.mktemp("browser")) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def protected_server(tmp_path_factory):
+    """The same, with an API key that reads need too (LOOKALIKE_PROTECT_READS)."""
+    env = {"LOOKALIKE_API_KEY": KEY, "LOOKALIKE_PROTECT_READS": "1"}
+    with serve_catalog(tmp_path_factory.mktemp("browser-protected"), env) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serve_catalog(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     db = index_small_catalog(str(home / "catalog.db"))
     port = free_port()
-    env = {**os.environ, "LOOKALIKE_DATA_DIR": str(home / "data"), "LOOKALIKE_PROGRESS": "0"}
+    env = {
+        **os.environ,
+        "LOOKALIKE_DATA_DIR": str(home / "data"),
+        "LOOKALIKE_PROGRESS": "0",
+        **(extra_env or {}),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "lookalike.cli", "serve", "--db", db, "--port", str(port)],
         env=env,
@@ -48,12 +71,14 @@ def server(tmp_path_factory):
             proc.kill()
             raise RuntimeError(f"server did not start:\n{proc.stdout.read().decode(errors='replace')}")
         time.sleep(0.2)
-    yield base
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +105,14 @@ def page(browser, server):
 
 def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def until(page, condition, what, timeout_s: float = 10) -> None:
+    """Wait for ``condition()`` while the page's events come in (Playwright delivers them meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting; got {what!r}"
+        page.wait_for_timeout(50)
 
 
 def card_ids(page) -> list[str]:
@@ -167,6 +200,79 @@ def test_private_url_is_refused_on_the_page(page):
     page.wait_for_selector("#error:not([hidden])")
     shot(page, "05-url-refused")
     assert "not allowed" in page.inner_text("#error") and "loopback" in page.inner_text("#error")
+
+
+def test_protected_catalog_asks_for_the_key_and_then_searches(
+    browser, protected_server, tmp_path, fmnist_test
+):
+    """With LOOKALIKE_PROTECT_READS the page asks for the key, shows a clear error on a wrong one, and
+    with the right one sends it on every request (search, neighbours, thumbnails as blobs)."""
+    base = protected_server
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sent: list[tuple[str, str | None, int]] = []  # (path, X-API-Key sent, status) of every API call
+    page.on(
+        "response",
+        lambda r: (
+            sent.append((r.url[len(base) :], r.request.headers.get("x-api-key"), r.status))
+            if r.url.startswith(base + "/v1/")
+            else None
+        ),
+    )
+    page.goto(base + "/")
+    page.wait_for_selector("#key-form:not([hidden])")
+    assert page.inner_text("#catalog-info") == "API key needed"
+    assert "needs an API key" in page.inner_text("#error")
+    until(page, lambda: sent == [("/v1/stats", None, 401)], sent)
+
+    page.fill("#key-input", "not-the-key")
+    page.click("#key-submit")
+    page.wait_for_selector("#error:has-text('That API key is not right')")
+    shot(page, "08-wrong-api-key")
+    assert page.is_visible("#key-input") and "refused" in page.get_attribute("#key-form", "class")
+    until(page, lambda: sent[-1] == ("/v1/stats", "not-the-key", 403), sent)
+    assert page.evaluate("sessionStorage.getItem('lookalike.apiKey')") is None  # a refused key is dropped
+
+    page.fill("#key-input", KEY)
+    page.press("#key-input", "Enter")
+    page.wait_for_selector("#catalog-info:has-text('300 products')")
+    assert page.is_hidden("#key-form") and page.is_visible("#key-state") and page.is_hidden("#error")
+    assert page.evaluate("sessionStorage.getItem('lookalike.apiKey')") == KEY
+    assert page.evaluate("localStorage.length") == 0 and KEY not in page.url
+    assert page.locator("#category-select option").count() > 1
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(photo_bytes(fmnist_test[0][17], "JPEG", size=240))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    assert card_ids(page)[0] == "fmnist-test-17"
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.card img')]"
+        ".every(i => i.src.startsWith('blob:') && i.naturalWidth > 0)"
+    )
+    shot(page, "09-protected-search")
+    clicked = card_ids(page)[1]
+    page.locator(".card").nth(1).click()
+    page.wait_for_selector(f"#results[data-query='{clicked}']")
+    page.wait_for_function("() => document.getElementById('query-image').src.startsWith('blob:')")
+    assert clicked not in card_ids(page)
+
+    after_key = sent[sent.index(("/v1/stats", KEY, 200)) :]
+    paths = [p for p, _, _ in after_key]
+    assert "/v1/search" in paths and f"/v1/products/{clicked}/similar?k=12" in paths
+    assert sum(p.startswith("/v1/images/") for p in paths) >= 24  # two grids of thumbnails
+    assert {(key, status) for _, key, status in after_key} == {(KEY, 200)}
+
+    page.reload()  # the key lasts as long as the tab
+    page.wait_for_selector("#catalog-info:has-text('300 products')")
+    assert page.is_hidden("#key-form")
+    page.click("#key-forget")
+    page.wait_for_selector("#key-form:not([hidden])")
+    assert page.evaluate("sessionStorage.length") == 0
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
 def test_api_docs_render_with_examples(browser, server):

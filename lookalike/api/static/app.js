@@ -22,6 +22,10 @@ const els = {
   sub: $("results-sub"),
   spinner: $("spinner"),
   results: $("results"),
+  keyForm: $("key-form"),
+  keyInput: $("key-input"),
+  keyState: $("key-state"),
+  keyForget: $("key-forget"),
 };
 
 const ERROR_TITLES = {
@@ -35,11 +39,77 @@ const ERROR_TITLES = {
   too_many_requests: "The server is busy",
   timeout: "The search took too long",
   invalid_request: "Something is wrong with the request",
+  missing_api_key: "This catalog needs an API key",
+  invalid_api_key: "That API key is not right",
 };
 
 let lastQuery = null; // {kind: "file", file} | {kind: "url", url} | {kind: "product", id, thumb, title}
-let previewUrl = null;
+let previewUrl = null; // an object URL the preview owns (revoked when the preview changes)
+let gridUrls = []; // object URLs of the thumbnails in the grid (revoked on the next render)
 let requestSeq = 0;
+
+// ---------------------------------------------------------------------------- API key
+// With LOOKALIKE_PROTECT_READS every read needs the X-API-Key header: the server answers 401, the
+// page asks for the key and keeps it in this tab only (sessionStorage; never localStorage or a URL).
+const KEY_STORAGE = "lookalike.apiKey";
+const AUTH_CODES = new Set(["missing_api_key", "invalid_api_key"]);
+let apiKey = "";
+try { apiKey = sessionStorage.getItem(KEY_STORAGE) || ""; } catch (_) { /* storage disabled */ }
+
+function storeKey(key) {
+  apiKey = key;
+  try {
+    if (key) sessionStorage.setItem(KEY_STORAGE, key); else sessionStorage.removeItem(KEY_STORAGE);
+  } catch (_) { /* storage disabled: the key lasts until the page is closed */ }
+}
+
+/** fetch() with the API key, when the page has one. Every request of the page goes through here. */
+function api(path, options = {}) {
+  const headers = new Headers(options.headers || {});
+  if (apiKey) headers.set("X-API-Key", apiKey);
+  return fetch(path, { ...options, headers });
+}
+
+/** The key was missing or refused: show the key field (a refused key is forgotten). */
+function askForKey(code) {
+  const refused = code === "invalid_api_key";
+  if (refused) storeKey("");
+  els.keyForm.hidden = false;
+  els.keyForm.classList.toggle("refused", refused);
+  els.keyState.hidden = true;
+  showError(code, refused
+    ? "The server refused that key. Check it and enter it again at the top of the page."
+    : "This catalog is private: enter its API key at the top of the page.");
+  els.keyInput.focus();
+}
+
+function keyAccepted() {
+  els.keyForm.hidden = true;
+  els.keyForm.classList.remove("refused");
+  els.keyState.hidden = !apiKey;
+}
+
+/** A thumbnail fetched with the key, as an object URL (a plain <img src> cannot send a header). */
+async function loadThumb(url) {
+  try {
+    const r = await api(url);
+    return r.ok ? URL.createObjectURL(await r.blob()) : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function setThumb(img, url) {
+  if (!apiKey) { img.src = url; markTiny(img); return; }
+  const owner = gridUrls;
+  loadThumb(url).then((blobUrl) => {
+    if (!blobUrl) return;
+    if (owner !== gridUrls) { URL.revokeObjectURL(blobUrl); return; } // the grid changed meanwhile
+    owner.push(blobUrl);
+    img.src = blobUrl;
+    markTiny(img);
+  });
+}
 
 // ---------------------------------------------------------------------------- helpers
 function showError(code, message) {
@@ -59,7 +129,9 @@ function setBusy(busy) {
   document.body.classList.toggle("busy", busy);
 }
 
-function setPreview(src, caption) {
+function setPreview(src, caption, ownedUrl = null) {
+  if (previewUrl && previewUrl !== ownedUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = ownedUrl;
   els.previewImg.classList.remove("tiny");
   els.previewImg.src = src;
   els.previewCaption.textContent = caption;
@@ -89,21 +161,33 @@ async function readError(response) {
 }
 
 // ---------------------------------------------------------------------------- catalog info
+/** Show the catalog's size and categories; false when it could not be read. */
 async function loadStats() {
   try {
-    const r = await fetch("/v1/stats");
+    const r = await api("/v1/stats");
     if (!r.ok) throw await readError(r);
     const s = await r.json();
     els.info.textContent = `${s.products.toLocaleString()} products · model ${s.model || "none"}`;
+    const selected = els.category.value;
+    els.category.replaceChildren(els.category.options[0]); // "All categories"
     for (const [name, count] of Object.entries(s.categories || {})) {
       const opt = document.createElement("option");
       opt.value = name;
       opt.textContent = `${name} (${count.toLocaleString()})`;
+      opt.selected = name === selected;
       els.category.append(opt);
     }
+    keyAccepted();
+    return true;
   } catch (e) {
-    els.info.textContent = "catalog unavailable";
-    showError(e.code, e.message || String(e));
+    if (AUTH_CODES.has(e.code)) {
+      els.info.textContent = "API key needed";
+      askForKey(e.code);
+    } else {
+      els.info.textContent = "catalog unavailable";
+      showError(e.code, e.message || String(e));
+    }
+    return false;
   }
 }
 
@@ -119,9 +203,9 @@ async function runSearch() {
     form.append("image", lastQuery.file, lastQuery.file.name || "photo");
     form.append("k", k);
     if (f.category) form.append("category", f.category);
-    request = fetch("/v1/search", { method: "POST", body: form });
+    request = api("/v1/search", { method: "POST", body: form });
   } else if (lastQuery.kind === "url") {
-    request = fetch("/v1/search", {
+    request = api("/v1/search", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ image_url: lastQuery.url, k: Number(k), filters: f }),
@@ -129,7 +213,7 @@ async function runSearch() {
   } else {
     const params = new URLSearchParams({ k });
     if (f.category) params.set("category", f.category);
-    request = fetch(`/v1/products/${encodeURIComponent(lastQuery.id)}/similar?${params}`);
+    request = api(`/v1/products/${encodeURIComponent(lastQuery.id)}/similar?${params}`);
   }
   clearError();
   setBusy(true);
@@ -138,7 +222,7 @@ async function runSearch() {
     if (seq !== requestSeq) return; // a newer search started meanwhile
     if (!response.ok) {
       const err = await readError(response);
-      showError(err.code, err.message);
+      if (AUTH_CODES.has(err.code)) askForKey(err.code); else showError(err.code, err.message);
       els.title.textContent = "No results";
       els.sub.textContent = "Fix the problem above and try again.";
       els.results.replaceChildren();
@@ -162,6 +246,8 @@ function render(doc) {
   }
   const cat = els.category.value ? ` in ${els.category.value}` : "";
   els.sub.textContent = `${hits.length} result${hits.length === 1 ? "" : "s"}${cat} · model ${doc.model}`;
+  for (const url of gridUrls) URL.revokeObjectURL(url);
+  gridUrls = [];
   els.results.replaceChildren(...hits.map(card));
   els.results.dataset.query = doc.query;
   if (window.matchMedia("(max-width: 860px)").matches) {
@@ -180,10 +266,9 @@ function card(hit, i) {
   const figure = document.createElement("div");
   figure.className = "thumb";
   const img = document.createElement("img");
-  img.src = hit.thumbnail_url;
   img.alt = hit.title || hit.product_id;
   img.loading = "lazy";
-  markTiny(img);
+  setThumb(img, hit.thumbnail_url);
   figure.append(img);
 
   const rank = document.createElement("span");
@@ -227,9 +312,8 @@ function card(hit, i) {
 // ---------------------------------------------------------------------------- inputs
 function searchFile(file) {
   if (!file) return;
-  if (previewUrl) URL.revokeObjectURL(previewUrl);
-  previewUrl = URL.createObjectURL(file);
-  setPreview(previewUrl, file.name || "your photo");
+  const url = URL.createObjectURL(file);
+  setPreview(url, file.name || "your photo", url);
   lastQuery = { kind: "file", file };
   runSearch();
 }
@@ -250,8 +334,17 @@ function searchUrl(url) {
 }
 
 function searchProduct(hit) {
-  setPreview(hit.thumbnail_url, `${hit.title || hit.product_id}`);
-  lastQuery = { kind: "product", id: hit.product_id, title: hit.title };
+  const caption = `${hit.title || hit.product_id}`;
+  const query = { kind: "product", id: hit.product_id, title: hit.title };
+  if (apiKey) {
+    setPreview("", caption);
+    loadThumb(hit.thumbnail_url).then((url) => {
+      if (url && lastQuery === query) setPreview(url, caption, url); else if (url) URL.revokeObjectURL(url);
+    });
+  } else {
+    setPreview(hit.thumbnail_url, caption);
+  }
+  lastQuery = query;
   if (!window.matchMedia("(max-width: 860px)").matches) window.scrollTo({ top: 0, behavior: "smooth" });
   runSearch();
 }
@@ -263,6 +356,20 @@ els.camera.addEventListener("change", () => { searchFile(els.camera.files[0]); e
 els.urlForm.addEventListener("submit", (e) => { e.preventDefault(); searchUrl(els.url.value); });
 els.category.addEventListener("change", runSearch);
 els.k.addEventListener("change", runSearch);
+els.keyForm.addEventListener("submit", async (e) => {
+  e.preventDefault(); // the key never goes into a URL
+  const key = els.keyInput.value.trim();
+  if (!key) {
+    showError("missing_api_key", "Enter the API key first.");
+    els.keyInput.focus();
+    return;
+  }
+  storeKey(key);
+  els.keyInput.value = "";
+  clearError();
+  if ((await loadStats()) && lastQuery) runSearch();
+});
+els.keyForget.addEventListener("click", () => { storeKey(""); loadStats(); });
 
 for (const type of ["dragenter", "dragover"]) {
   els.drop.addEventListener(type, (e) => { e.preventDefault(); els.drop.classList.add("dragging"); });
