@@ -4,6 +4,7 @@ store backend (``db_url``), over a real catalog of Fashion-MNIST items indexed w
 from __future__ import annotations
 
 import base64
+import json
 from collections import Counter
 
 import pytest
@@ -167,3 +168,21 @@ def test_api_listing_follows_read_protection(indexed_db):
         assert_error(client.get("/v1/products", headers={"X-API-Key": "wrong"}), 403, "invalid_api_key")
         r = client.get("/v1/products", params={"limit": 3}, headers={"X-API-Key": KEY})
         assert r.status_code == 200 and r.json()["count"] == 3
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+def test_cli_lists_a_page_and_points_to_the_next(tmp_path):
+    from typer.testing import CliRunner
+
+    from lookalike.cli import app
+
+    db = index_small_catalog(str(tmp_path / "cli.db"), n=12)
+    runner = CliRunner()
+    doc = json.loads(runner.invoke(app, ["products", "--db", db, "-n", "5", "--json"]).stdout)
+    assert [p["product_id"] for p in doc["products"]] == [f"fmnist-test-{i}" for i in range(5)]
+    out = runner.invoke(app, ["products", "--db", db, "-n", "5", "--cursor", doc["next_cursor"]])
+    assert out.exit_code == 0, out.output
+    assert "fmnist-test-5" in out.output and "fmnist-test-4 " not in out.output
+    assert "--cursor" in out.output  # a third page follows
+    out = runner.invoke(app, ["products", "--db", db, "--cursor", "bogus"])
+    assert out.exit_code != 0 and "cursor" in str(out.exception)
