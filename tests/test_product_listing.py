@@ -186,3 +186,12 @@ def test_cli_lists_a_page_and_points_to_the_next(tmp_path):
     assert "--cursor" in out.output  # a third page follows
     out = runner.invoke(app, ["products", "--db", db, "--cursor", "bogus"])
     assert out.exit_code != 0 and "cursor" in str(out.exception)
+
+
+def test_api_empty_catalog_and_the_openapi_document(tmp_path):
+    with TestClient(create_app(Settings(), db=str(tmp_path / "empty.db"))) as client:
+        assert client.get("/v1/products").json() == {"data": [], "count": 0, "next_cursor": None}
+        spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/products"]["get"]
+    assert {p["name"] for p in op["parameters"]} == {"limit", "cursor", "category"}
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ProductsPublic")
