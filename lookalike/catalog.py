@@ -9,6 +9,7 @@ for hit in cat.search("street-photo.jpg", k=5, filters={"category": "Bag"}):
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -95,7 +96,8 @@ class _View:
         #: instead of two binary searches (None when the image ids are too sparse for an array)
         self.owner: np.ndarray | None = None
         if len(self.link_images) and int(self.link_images[-1]) < 4 * len(self.link_images) + 1_000_000:
-            owner = np.full(int(self.link_images[-1]) + 1, -1, dtype=np.int64)
+            # one slot more than the largest image id, left -1: an index's "no result" id -1 reads it
+            owner = np.full(int(self.link_images[-1]) + 2, -1, dtype=np.int64)
             owner[self.link_images] = self.link_pks
             owner[self.link_images[1:][self.link_images[1:] == self.link_images[:-1]]] = -2
             self.owner = owner
@@ -108,9 +110,12 @@ class _View:
         """product pk -> (score, image id) of its best image among ranked images, best first."""
         best: dict[int, tuple[float, int]] = {}
         owner = self.owner
-        if owner is not None and len(ids) and int(ids.min()) >= 0 and int(ids.max()) < len(owner):
-            owners = owner[ids]
-            if int(owners.min()) >= 0:  # one product per image
+        if owner is not None and len(ids):
+            try:
+                owners = owner[ids]
+            except IndexError:  # an image id past the links (an image without products)
+                owners = None
+            if owners is not None and int(owners.min()) >= 0:  # one product per image
                 for pk, score, iid in zip(owners.tolist(), scores.tolist(), ids.tolist(), strict=True):
                     if pk in best or pk in excluded or (allowed is not None and pk not in allowed):
                         continue
@@ -434,7 +439,7 @@ class Catalog:
             raise ModelMismatchError(
                 f"query vector has {q.shape[0]} dims, model {model!r} has {view.index.dim}"
             )
-        q = q / (float(np.sqrt(np.dot(q, q))) or 1.0)
+        q = q / (math.sqrt(float(np.dot(q, q))) or 1.0)
         excluded_pks: set[int] = set()
         if exclude:
             excluded_pks = set(self.store.product_pks(exclude).values())
