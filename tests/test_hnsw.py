@@ -308,3 +308,27 @@ def test_searches_while_the_index_changes(vectors, backend):
             t.join()
     assert not errors
     assert len(ann) == len(ids) - 100 * len(range(1000, len(ids), 250))
+
+
+def test_deletes_by_another_process_are_applied_on_open(catalog, tmp_path, backend):
+    q = catalog.product_vector("fmnist-test-11")
+    catalog.search_vector(q, k=3)
+    catalog._ann["pixels"].save()
+    db = tmp_path / "shop.db"
+    gone = [h.product_id for h in catalog.search_vector(q, k=5)]
+    with Catalog.open(db) as writer:  # no index open: the stamp goes stale
+        writer.ann_min_vectors = None
+        for pid in gone:
+            writer.delete(pid)
+    with Catalog.open(db) as again:
+        again.ann_min_vectors, again.ann_backend = 0, backend
+        hits = again.search_vector(q, k=295)
+        ann = again._ann["pixels"]
+        assert ann.last_action == "updated" and len(ann.index) == 295 and ann.index.deleted == 5
+        assert len(hits) == 295 and not set(gone) & {h.product_id for h in hits}
+        ann.save()
+    with Catalog.open(db) as third:  # the tombstones (faiss) / deleted count (usearch) persist
+        third.ann_min_vectors, third.ann_backend = 0, backend
+        hits = third.search_vector(q, k=10)
+        assert third._ann["pixels"].last_action == "loaded" and third._ann["pixels"].index.deleted == 5
+        assert not set(gone) & {h.product_id for h in hits}

@@ -351,7 +351,8 @@ class PersistentHNSW:
             return None
         if len(index) != stamp.get("count"):
             return None
-        index.deleted = int(stamp.get("deleted", 0))
+        if self.backend == "usearch":  # faiss keeps its tombstones in the ids file
+            index.deleted = int(stamp.get("deleted", 0))
         self.index = index
         return stamp
 
