@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -37,11 +38,12 @@ ABLATIONS = {
     "offline+semihard-xdomain": {"offline_every": 50, "offline_fraction": 0.5},
     "semihard-online-mixed": {"cross_domain": False, "symmetric": False},
 }
-#: short runs on moderately hard views (difficulty 0.5 for training and evaluation), so that a few
-#: minutes of training per variant give differences larger than the noise
-ABLATION_DIFFICULTY = 0.5
+#: short runs on the full street views (difficulty 1, as in the protocol), on the current base: the
+#: localizer, polarity and the 24-48-96-192 network of the default model, with smaller batches
+ABLATION_DIFFICULTY = 1.0
 ABLATION_BASE = dict(
-    widths=(16, 32, 64, 128),
+    widths=(24, 48, 96, 192),
+    aug_size=(48, 192),
     difficulty=ABLATION_DIFFICULTY,
     val_difficulty=ABLATION_DIFFICULTY,
     identities_per_batch=64,
@@ -51,8 +53,8 @@ ABLATION_BASE = dict(
     val_items=500,
     val_distractors=1000,
     offline_pool=2048,
-    localize=False,
-    polarity=False,
+    localize=True,
+    polarity=True,
 )
 
 
@@ -102,6 +104,7 @@ def run_ablation(
     from lookalike.train.metric import MetricRecipe, train_metric
 
     doc: dict = {}
+    shared_localizer = out / "localizer.pt"
     q, g = street_to_shop(queries, seed, distractors, difficulty=ABLATION_DIFFICULTY)
     for name, change in ABLATIONS.items():
         if only and name not in only:
@@ -110,8 +113,15 @@ def run_ablation(
         t0 = time.time()
         run_dir = out / name
         ckpt = run_dir / "model.pt"
+        # the localizer depends only on the seed and its own settings, which no variant changes, so
+        # it is trained once (by the first variant) and reused: the same weights a retrain would give
+        if shared_localizer.exists() and not (run_dir / "localizer.pt").exists():
+            run_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared_localizer, run_dir / "localizer.pt")
         if not ckpt.exists():
             train_metric(recipe=recipe, run_dir=run_dir, out=ckpt, progress=False)
+        if not shared_localizer.exists() and (run_dir / "localizer.pt").exists():
+            shutil.copy(run_dir / "localizer.pt", shared_localizer)
         train_s = time.time() - t0
         res = evaluate([f"trained:{ckpt}"], q, g, protocol="street-to-shop")
         r = next(iter(res.results.values()))
