@@ -124,32 +124,41 @@ def topk_png(
 def localizer_png(
     embedder, queries: QuerySet, gallery_image, path: Path, n: int = 6, seed: int = 0
 ) -> Path | None:
-    """For ``n`` sampled street photos: the photo with the localizer's box drawn on it, the crop the
-    model embeds, and the product's catalog image (``gallery_image(product_id)``). None when the
-    embedder has no localizer."""
+    """For ``n`` sampled street photos: the photo with the localizer's box drawn on it (yellow: its
+    first guess, red: after the refiner's passes, when the model has a refiner), the crop the model
+    embeds, and the product's catalog image (``gallery_image(product_id)``). None when the embedder
+    has no localizer."""
     import math
 
-    from lookalike.embedders._localizer import crop_items, predict_boxes
+    from lookalike.embedders._localizer import crop_items, find_items, predict_boxes
 
     localizer = getattr(embedder, "localizer", None)
     if localizer is None:
         return None
+    refiner = getattr(embedder, "refiner", None)
     pick = np.random.default_rng(seed).choice(len(queries), size=min(n, len(queries)), replace=False)
     get = queries.images if callable(queries.images) else queries.images.__getitem__
     photos = [get(int(i)) for i in pick]
-    boxes = predict_boxes(localizer, photos)
+    first = predict_boxes(localizer, photos)
+    boxes = find_items(localizer, photos, refiner, **getattr(embedder, "refine", {}))
     crops = crop_items(photos, boxes, 28)
     cell = 120
     sheet = Image.new("RGB", (3 * cell + 20, len(pick) * cell), "white")
-    for row, (photo, box, crop, i) in enumerate(zip(photos, boxes, crops, pick, strict=True)):
+    for row, (photo, box0, box, crop, i) in enumerate(zip(photos, first, boxes, crops, pick, strict=True)):
         f = (cell - 8) / max(photo.size)
         shown = photo.convert("RGB").resize((round(photo.width * f), round(photo.height * f)))
         draw = ImageDraw.Draw(shown)
-        cx, cy, side, angle = box[0] * f, box[1] * f, box[2] * f, math.radians(box[3])
-        c, s = math.cos(angle), math.sin(angle)
-        corners = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
-        pts = [(cx + side * (c * u + s * v), cy + side * (-s * u + c * v)) for u, v in corners]
-        draw.line(pts + pts[:1], fill=(255, 40, 40), width=2)
+        drawn = (
+            [(box0, (255, 210, 0), 1), (box, (255, 40, 40), 2)]
+            if refiner is not None
+            else [(box, (255, 40, 40), 2)]
+        )
+        for b, colour, width in drawn:
+            cx, cy, side, angle = b[0] * f, b[1] * f, b[2] * f, math.radians(b[3])
+            c, s = math.cos(angle), math.sin(angle)
+            corners = [(-0.5, -0.5), (0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)]
+            pts = [(cx + side * (c * u + s * v), cy + side * (-s * u + c * v)) for u, v in corners]
+            draw.line(pts + pts[:1], fill=colour, width=width)
         y = row * cell + 4
         sheet.paste(shown, (4, y))
         sheet.paste(
