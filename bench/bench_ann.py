@@ -521,27 +521,32 @@ def plot(paths: list[Path], png: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (r, name) in zip(axes[0], panels, strict=True):
         d = r["datasets"][name]
-        for label, by_ef, style in [
-            ("embedded store, faiss (catalog)", embedded_of(d, "faiss").get("ef", {}), "o-"),
-            ("embedded store, usearch (catalog)", embedded_of(d, "usearch").get("ef", {}), "v-"),
-            ("raw usearch", raw_of(embedded_of(d, "usearch")), "s--"),
-            ("faiss IndexHNSWFlat", d.get("faiss_hnsw", {}).get("ef", {}), "^-"),
-            (
-                pg_label(d.get("pgvector", {})).replace("HNSW ", "").replace("-level", ""),
-                d.get("pgvector", {}).get("ef", {}),
-                "d-",
-            ),
-        ]:
+        for (label, by_ef, style), color in zip(
+            [
+                ("embedded store, faiss (catalog)", embedded_of(d, "faiss").get("ef", {}), "o-"),
+                ("embedded store, usearch (catalog)", embedded_of(d, "usearch").get("ef", {}), "v-"),
+                ("raw usearch", raw_of(embedded_of(d, "usearch")), "s--"),
+                ("faiss IndexHNSWFlat", d.get("faiss_hnsw", {}).get("ef", {}), "^-"),
+                (
+                    pg_label(d.get("pgvector", {})).replace("HNSW ", "").replace("-level", ""),
+                    d.get("pgvector", {}).get("ef", {}),
+                    "d-",
+                ),
+            ],
+            ["C0", "C1", "C2", "C3", "C4"],  # one colour per system in every panel
+            strict=True,
+        ):
             pts = sorted((m["recall@10"], m["qps"]) for m in by_ef.values())
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=4)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label, ms=4, color=color)
         ax.axvline(0.95, color="grey", lw=0.8, ls=":")
         ax.set_yscale("log")
         ax.set_xlabel("recall@10")
         ax.set_ylabel("queries / s (one thread)")
         ax.set_title(f"{name}, n = {r['n']:,} x 128")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
 
