@@ -26,11 +26,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from lookalike.index.base import VectorIndex
 from lookalike.index.hnsw import (
-    EXACT_ALLOWED_FRACTION,
-    EXACT_ALLOWED_MAX,
     EXACT_CACHE_FILTERS,
+    GraphIndex,
     ReadWriteLock,
     exact_top,
 )
@@ -39,13 +37,10 @@ _EMPTY_IDS = np.empty(0, dtype=np.int64)
 _EMPTY_SCORES = np.empty(0, dtype=np.float32)
 
 
-class FaissHNSWIndex(VectorIndex):
+class FaissHNSWIndex(GraphIndex):
     backend = "faiss"
     #: the graph file; the image ids go beside it in ``<file>.ids.npy``
     suffix = ".faiss"
-    #: filtered queries allowing at most this many ids, or this fraction of the index, are exact
-    exact_allowed_max = EXACT_ALLOWED_MAX
-    exact_allowed_fraction = EXACT_ALLOWED_FRACTION
 
     def __init__(
         self,
@@ -211,15 +206,6 @@ class FaissHNSWIndex(VectorIndex):
             entry[2] = self._vectors()[internal]
         rows, scores = exact_top(entry[2], query, k)
         return self._labels[internal[rows]], scores
-
-    def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        self._lock.acquire_read()
-        try:
-            return self._search(query, k, allowed)
-        finally:
-            self._lock.release_read()
 
     def _search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = len(self)

@@ -96,12 +96,31 @@ class ReadWriteLock:
             self._cond.notify_all()
 
 
-class HNSWIndex(VectorIndex):
-    backend = "usearch"
-    suffix = ".usearch"
+class GraphIndex(VectorIndex):
+    """What both HNSW backends share: searches run under a shared read lock (adds and deletes take
+    it alone), and filters this selective are answered by exact search."""
+
     #: filtered queries allowing at most this many ids, or this fraction of the index, are exact
     exact_allowed_max = EXACT_ALLOWED_MAX
     exact_allowed_fraction = EXACT_ALLOWED_FRACTION
+    _lock: ReadWriteLock
+
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        self._lock.acquire_read()
+        try:
+            return self._search(query, k, allowed)
+        finally:
+            self._lock.release_read()
+
+    def _search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class HNSWIndex(GraphIndex):
+    backend = "usearch"
+    suffix = ".usearch"
 
     def __init__(
         self,
@@ -195,15 +214,6 @@ class HNSWIndex(VectorIndex):
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         rows, scores = exact_top(vecs, query, k)
         return keys[rows], scores
-
-    def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        self._lock.acquire_read()
-        try:
-            return self._search(query, k, allowed)
-        finally:
-            self._lock.release_read()
 
     def _search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         n = len(self._index)
