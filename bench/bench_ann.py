@@ -1,5 +1,5 @@
-"""ANN at scale, side by side in one run: the embedded store (SQLite + an HNSW index beside the file,
-catalog-level) with each ANN backend (faiss, usearch; --ann), the raw library on the same graph,
+"""ANN at scale, side by side in one run: the embedded store (SQLite + an ANN index beside the file,
+catalog-level) with each ANN backend (faiss, usearch, pqscan; --ann), the raw library on the same graph,
 a standalone faiss IndexHNSWFlat, and pgvector HNSW (catalog-level, in PostgreSQL).
 
     .venv/bin/python bench/bench_ann.py --n 1000000 --queries 1000 --workdir /tmp/bench-ann \\
@@ -15,8 +15,9 @@ Datasets (n x 128, L2-normalised, cosine):
 Every product has one image; its category is a tier used for filters: t50 (50%), t5 (5%),
 t01 (0.1%) and rest. Measured: recall@10 against exact search (numpy), QPS and p50/p99 latency of
 single queries (vector in, product ids and metadata out for the catalog-level systems), at several
-ef values; filtered search recall and result counts at 50% / 5% / 0.1%; churn (delete 30% of the
-vectors from each embedded HNSW graph and re-add them, recall vs the fresh build); build times.
+ef values (pqscan has no graph: its "ef" is the number of scan candidates re-ranked exactly);
+filtered search recall and result counts at 50% / 5% / 0.1%; churn (delete 30% of the
+vectors from each embedded ANN index and re-add them, recall vs the fresh build); build times.
 Results are written to --out after every step, so a long run leaves partial results.
 """
 
@@ -44,6 +45,9 @@ BUILD_THREADS = max(1, (os.cpu_count() or 1) // 2)
 PG_BUILD_MEMORY = "4GB"
 MODEL = "bench128"
 TIERS = [("t50", 0.5), ("t5", 0.05), ("t01", 0.001)]
+#: the embedded store's ANN backends, in report order
+BACKENDS = ("faiss", "usearch", "pqscan")
+RAW_LABEL = {"pqscan": "raw faiss IndexPQFastScan + IndexRefineFlat (same codes; ef = candidates)"}
 
 RESULTS: dict = {}
 STARTED = time.perf_counter()
@@ -218,6 +222,17 @@ def raw_search(index, ef: int):
     """fn(q) -> dataset rows, searching the library's own index object of an embedded index
     (no catalog, no wrapper); image ids are row + 1."""
     raw = index._index
+    if index.backend == "pqscan":  # faiss's own re-ranking over the same codes: IndexRefineFlat
+        import faiss
+
+        live = index._labels >= 0
+        assert live.all(), "the raw pqscan peer needs an index without tombstones"
+        refine = getattr(index, "_bench_refine", None)
+        if refine is None:  # copies the float vectors into faiss's flat refine index (once)
+            refine = index._bench_refine = faiss.IndexRefineFlat(raw, faiss.swig_ptr(index._vectors()))
+        params = faiss.IndexRefineSearchParameters(k_factor=max(1.0, ef / K))
+        labels = index._labels
+        return lambda q: labels[refine.search(q[None, :], K, params=params)[1][0]] - 1
     if index.backend == "usearch":
         raw.expansion_search = ef
         return lambda q: raw.search(q, K).keys.astype(np.int64) - 1
@@ -370,6 +385,8 @@ def bench_pgvector(url: str, queries, truth, ftruth, efs, res: dict, out: Path) 
 
     res["ef"] = {}
     for ef in efs:
+        if ef > 1000:  # pgvector's hnsw.ef_search is at most 1000
+            continue
         index.ef_search = ef
         found, stats = timed_queries(lambda q: rows_of(cat.search_vector(q, k=K)), queries)
         res["ef"][ef] = {"recall@10": round(recall(found, truth), 4), **stats}
@@ -407,14 +424,14 @@ def at_recall(by_ef: dict, target: float) -> tuple[str, dict] | None:
 
 def equal_recall(d: dict) -> list[str]:
     """Each system at the smallest ef reaching recall@10 0.95 / 0.99, and embedded vs faiss QPS."""
+    present = [b for b in BACKENDS if embedded_of(d, b)]
     systems = [
-        ("embedded (faiss)", embedded_of(d, "faiss").get("ef", {})),
-        ("embedded (usearch)", embedded_of(d, "usearch").get("ef", {})),
+        *((f"embedded ({b})", embedded_of(d, b).get("ef", {})) for b in present),
         ("raw usearch", raw_of(embedded_of(d, "usearch"))),
         ("faiss", d.get("faiss_hnsw", {}).get("ef", {})),
         ("pgvector", d.get("pgvector", {}).get("ef", {})),
     ]
-    ratios = ["embedded (faiss)", "embedded (usearch)"]
+    ratios = [f"embedded ({b})" for b in present]
     lines = [
         "| recall@10 ≥ | "
         + " | ".join(n for n, _ in systems)
@@ -452,11 +469,11 @@ def report(path: Path) -> str:
         lines += [f"**{name}** (n = {r['n']:,} x 128)", ""]
         lines += ["| system | build | ef | recall@10 | QPS | p50 ms | p99 ms |", "|---" * 7 + "|"]
         rows = []
-        for backend in ("faiss", "usearch"):
+        for backend in BACKENDS:
             sub = embedded_of(d, backend)
             rows += [
                 (f"embedded store, {backend} (catalog-level)", sub, sub.get("ef", {}), "index_build_s"),
-                (f"raw {backend} (same graph)", sub, raw_of(sub), None),
+                (RAW_LABEL.get(backend, f"raw {backend} (same graph)"), sub, raw_of(sub), None),
             ]
         rows += [
             (
@@ -482,8 +499,7 @@ def report(path: Path) -> str:
         head = "| filtered | selectivity | ef | recall@10 | min results | QPS | p50 ms | p99 ms |"
         lines += ["", head, "|---" * 8 + "|"]
         for label, sub in (
-            ("embedded (faiss)", embedded_of(d, "faiss")),
-            ("embedded (usearch)", embedded_of(d, "usearch")),
+            *((f"embedded ({b})", embedded_of(d, b)) for b in BACKENDS),
             ("pgvector", d.get("pgvector", {})),
         ):
             for tier, m in sub.get("filtered", {}).items():
@@ -493,7 +509,7 @@ def report(path: Path) -> str:
                     f"{m['min_results']} | {m['qps']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |"
                 )
         lines += ["", *equal_recall(d)]
-        for backend in ("faiss", "usearch"):
+        for backend in BACKENDS:
             c = churn_of(d, backend)
             if c:
                 lines += [
@@ -525,6 +541,7 @@ def plot(paths: list[Path], png: Path) -> None:
             [
                 ("embedded store, faiss (catalog)", embedded_of(d, "faiss").get("ef", {}), "o-"),
                 ("embedded store, usearch (catalog)", embedded_of(d, "usearch").get("ef", {}), "v-"),
+                ("embedded store, pqscan (catalog)", embedded_of(d, "pqscan").get("ef", {}), "P-"),
                 ("raw usearch", raw_of(embedded_of(d, "usearch")), "s--"),
                 ("faiss IndexHNSWFlat", d.get("faiss_hnsw", {}).get("ef", {}), "^-"),
                 (
@@ -533,7 +550,7 @@ def plot(paths: list[Path], png: Path) -> None:
                     "d-",
                 ),
             ],
-            ["C0", "C1", "C2", "C3", "C4"],  # one colour per system in every panel
+            ["C0", "C1", "C5", "C2", "C3", "C4"],  # one colour per system in every panel
             strict=True,
         ):
             pts = sorted((m["recall@10"], m["qps"]) for m in by_ef.values())
@@ -570,7 +587,9 @@ def main() -> None:
         help="run in the order faiss, embedded, pgvector, churn",
     )
     ap.add_argument("--efs", default="64,128,256,512,1000")
-    ap.add_argument("--ann", default="faiss,usearch", help="ANN backends of the embedded store, in order")
+    ap.add_argument(
+        "--ann", default="faiss,usearch,pqscan", help="ANN backends of the embedded store, in order"
+    )
     ap.add_argument("--workdir", default="/tmp/bench-ann")
     ap.add_argument("--out", default="/tmp/bench-ann.json")
     ap.add_argument("--build-threads", type=int, default=BUILD_THREADS, help="threads for index builds")

@@ -59,8 +59,9 @@ class Settings(BaseSettings):
 
     # scale-out
     redis_url: str | None = None
-    #: ANN library of the SQLite store's HNSW index (catalogs of 20,000+ vectors): faiss or usearch
-    ann: Literal["faiss", "usearch"] = "faiss"
+    #: ANN index of the SQLite store (catalogs of 20,000+ vectors): faiss or usearch (HNSW graphs), or
+    #: pqscan (quantized scan of every vector, re-ranked exactly; for spread-out embeddings)
+    ann: Literal["faiss", "usearch", "pqscan"] = "faiss"
 
     # demo data
     fashion_mnist_dir: Path | None = None

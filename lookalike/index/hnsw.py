@@ -1,15 +1,18 @@
 """Approximate (HNSW) search for the embedded store, persisted beside the SQLite file.
 
-Two backends with one interface, chosen per catalog (``Settings.ann``, ``LOOKALIKE_ANN``):
+Three backends with one interface, chosen per catalog (``Settings.ann``, ``LOOKALIKE_ANN``):
 ``faiss`` (:class:`~lookalike.index.faiss_hnsw.FaissHNSWIndex`, the default: faster per query on
-this project's benchmarks) and ``usearch`` (:class:`HNSWIndex`, real deletes).
+this project's benchmarks), ``usearch`` (:class:`HNSWIndex`, real deletes), and ``pqscan``
+(:class:`~lookalike.index.faiss_pq.FaissPQScanIndex`: no graph, a 4-bit product-quantized scan
+of every vector re-ranked exactly, for embeddings too spread out for a graph to find their
+neighbours).
 
 :class:`HNSWIndex` is a VectorIndex over image ids with real deletes. Filtered queries
 over-fetch in proportion to the filter's selectivity and fall back to exact search over the
 allowed vectors when the filter is very selective or the graph search comes back short, so a
 filtered query returns k results whenever k matches exist.
 
-:class:`PersistentHNSW` keeps one model's index in ``<db>-ann/<model>.usearch`` (or ``.faiss``)
+:class:`PersistentHNSW` keeps one model's index in ``<db>-ann/<model>.usearch`` (or ``.faiss``, ``.pqscan``)
 with a JSON stamp (catalog id, backend, store generation, count). Opening a catalog loads the file;
 when the stamp's generation differs from the store's, only the difference (image ids added or
 deleted since) is applied; when the file is missing, unreadable, or the graph carries too many
@@ -46,7 +49,7 @@ EXACT_CACHE_FILTERS = 4
 #: rebuild the graph once this fraction of its nodes has been deleted since the last build
 MAX_DELETED_FRACTION = 0.3
 #: the ANN libraries the embedded store can use (Settings.ann); the first is the default
-ANN_BACKENDS = ("faiss", "usearch")
+ANN_BACKENDS = ("faiss", "usearch", "pqscan")
 
 
 def exact_top(vectors: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,13 +269,17 @@ def _slug(model: str) -> str:
 
 
 def ann_index_class(backend: str) -> type:
-    """The index class of an ANN backend name ("faiss" or "usearch")."""
+    """The index class of an ANN backend name ("faiss", "usearch" or "pqscan")."""
     if backend == "usearch":
         return HNSWIndex
     if backend == "faiss":
         from lookalike.index.faiss_hnsw import FaissHNSWIndex
 
         return FaissHNSWIndex
+    if backend == "pqscan":
+        from lookalike.index.faiss_pq import FaissPQScanIndex
+
+        return FaissPQScanIndex
     raise InvalidRequest(f"unknown ANN backend {backend!r}: use one of {', '.join(ANN_BACKENDS)}")
 
 
