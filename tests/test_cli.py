@@ -49,6 +49,17 @@ def test_search_filter_similar_delete_stats(indexed, product_photos):
     assert stats["products"] == 39 and stats["models"] == {"pixels": 39}
 
 
+def test_check_index_reports_recall_against_exact_search(indexed):
+    doc = json.loads(run("check-index", "--db", str(indexed), "--samples", "10", "-k", "3", "--json").stdout)
+    # 40 products: the catalog searches exactly, so the check must find every true neighbour
+    assert doc["index"] == "exact" and doc["vectors"] == 40 and doc["samples"] == 10
+    assert doc["recall@3"] == 1.0
+    out = run("check-index", "--db", str(indexed), "--samples", "5").stdout
+    assert "exact index over 40 vectors of pixels: recall@10 1.000" in " ".join(out.split())
+    bad = run("check-index", "--db", str(indexed), "--samples", "0", check=False)
+    assert bad.returncode != 0 and "samples" in bad.stderr
+
+
 def test_errors_are_one_line_without_traceback(indexed, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")

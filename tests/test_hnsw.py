@@ -121,6 +121,14 @@ def test_catalog_uses_hnsw_beside_the_file_and_matches_exact(catalog, tmp_path, 
     assert len(filtered) == 5 and {h.category for h in filtered} == {"Bag"}
 
 
+def test_check_index_measures_the_serving_index_against_exact(catalog, backend):
+    report = catalog.check_index(samples=40, k=5)
+    assert report["index"] == backend and report["model"] == "pixels"
+    assert report["vectors"] == 300 and report["samples"] == 40 and report["k"] == 5
+    assert report["recall@5"] >= 0.9
+    assert 0 < report["p50_ms"] <= report["p99_ms"]
+
+
 def test_small_catalogs_search_exactly(tmp_path):
     with Catalog.open(tmp_path / "small.db") as cat:
         cat.index("fashion-mnist:test", model="pixels", limit=50)

@@ -94,3 +94,35 @@ def test_file_round_trip_keeps_codes_vectors_and_tombstones(tmp_path):
     np.save(FaissPQScanIndex.vectors_path(path), data[:10])  # vectors of another index
     with pytest.raises(ValueError, match="do not match"):
         FaissPQScanIndex(64).load(path)
+
+
+def test_catalog_check_tells_a_starved_graph_from_the_scan(tmp_path):
+    """On spread-out (random, 256-d) vectors an HNSW graph searched with a narrow beam misses true
+    neighbours; ``Catalog.check_index`` measures that on the catalog's own vectors, and the same
+    catalog switched to pqscan finds them."""
+    import hashlib
+
+    from lookalike.catalog import Catalog
+    from lookalike.store import NewImage, ProductWrite
+    from lookalike.store.sqlite import SQLiteStore
+
+    data = _random(20_000, dim=256)
+    store = SQLiteStore(tmp_path / "random.db")
+    images, products = [], []
+    for i, v in enumerate(data):
+        sha = hashlib.sha256(f"img{i}".encode()).hexdigest()
+        images.append(NewImage(sha, f"vec:{i}", 28, 28, None, None, v))
+        products.append(ProductWrite(f"p{i}", title=f"item {i}", image_shas=[sha]))
+    store.write_batch("vec256", images, products)
+    store.set_meta("model", "vec256")
+    store.close()
+    with Catalog.open(tmp_path / "random.db") as cat:
+        cat.ann_backend = "faiss"
+        cat.search_vector(data[0], k=1)  # builds the graph
+        cat._views["vec256"].index.expansion_search = 16
+        graph = cat.check_index(samples=100)
+        cat.ann_backend = "pqscan"
+        cat._views.clear()
+        scan = cat.check_index(samples=100)
+    assert graph["index"] == "faiss" and scan["index"] == "pqscan" and scan["vectors"] == 20_000
+    assert graph["recall@10"] < 0.95 and scan["recall@10"] >= 0.97

@@ -1,4 +1,4 @@
-"""Catalog commands: index, search, similar, delete, stats."""
+"""Catalog commands: index, search, similar, delete, stats, check-index."""
 
 from __future__ import annotations
 
@@ -119,3 +119,30 @@ def stats(db: DbOption = None, json_: JsonOption = False) -> None:
         console.print(f"  model {m}: {n} vectors")
     for c, n in s["categories"].items():
         console.print(f"  {c}: {n}")
+
+
+@app.command("check-index")
+def check_index(
+    db: DbOption = None,
+    model: ModelOption = None,
+    samples: Annotated[int, typer.Option(help="Stored vectors used as queries.", min=1)] = 200,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Neighbours compared per query.")] = 10,
+    json_: JsonOption = False,
+) -> None:
+    """Measure the search index's recall@k against exact search on this catalog's own vectors."""
+    with open_catalog(db) as cat:
+        r = cat.check_index(model, samples=samples, k=k)
+    if json_:
+        typer.echo(json.dumps(r, indent=2))
+        return
+    recall = r[f"recall@{r['k']}"]
+    console.print(
+        f"{r['index']} index over {r['vectors']:,} vectors of {r['model']}: "
+        f"[bold]recall@{r['k']} {recall:.3f}[/] against exact search ({r['samples']} stored vectors as "
+        f"queries), p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+    )
+    if recall < 0.95 and r["index"] in ("faiss", "usearch"):
+        console.print(
+            "The HNSW graph misses neighbours of these embeddings. Try the graph-free index: "
+            "LOOKALIKE_ANN=pqscan (docs/scale-out.md)."
+        )

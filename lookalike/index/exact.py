@@ -10,6 +10,8 @@ _EMPTY = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
 
 
 class ExactIndex(VectorIndex):
+    backend = "exact"
+
     def __init__(self, ids: np.ndarray, vectors: np.ndarray):
         ids = np.asarray(ids, dtype=np.int64)
         order = np.argsort(ids, kind="stable")

@@ -19,6 +19,8 @@ EXACT_FILTER_MAX = 2_000
 
 
 class PgVectorIndex(VectorIndex):
+    backend = "pgvector"
+
     def __init__(self, store, model: str, *, ef_search: int = 100):
         self.store = store
         self.model = model
