@@ -47,7 +47,7 @@ def test_small_index_is_exact_until_trained(tmp_path):
     assert again.search(queries[0], 10)[0].tolist() == exact.search(queries[0], 10)[0].tolist()
     more = _random(10, seed=2)
     again.add(np.arange(5000, 5010), more)  # now past the threshold: trained on every vector
-    assert isinstance(again._index, faiss.IndexPQFastScan) and again._index.ntotal == len(ids) + 10
+    assert isinstance(again._index, faiss.IndexPreTransform) and again._index.ntotal == len(ids) + 10
     assert again.search(more[3], 1)[0].tolist() == [5003]
 
 

@@ -6,10 +6,10 @@ with no structure to exploit (high intrinsic dimension: i.i.d. random vectors ar
 graph of practical density misses most true neighbours at 1M (recall@10 0.74 for faiss HNSW, M=32,
 at ef 1000; BENCHMARKS.md). This index does not depend on structure:
 
-1. every vector is encoded with a product quantizer of ``dim / 2`` sub-quantizers of 4 bits
-   (one byte per 4 dimensions: 32 bytes for 128-d), which faiss's fast-scan kernels compare to
-   a query in registers (SIMD lookup tables) — a scan of 1M codes takes a few milliseconds on one
-   core;
+1. every vector is randomly rotated (so each sub-quantizer gets a fair share of the variance)
+   and encoded with a product quantizer of ``dim / 2`` sub-quantizers of 4 bits (one byte per 4
+   dimensions: 32 bytes for 128-d), which faiss's fast-scan kernels compare to a query in
+   registers (SIMD lookup tables) — a scan of 1M codes takes about 2 ms on one core;
 2. the best ``expansion_search`` candidates of that scan are re-ranked with the exact inner
    product of the stored float32 vectors, so the scores returned are exact.
 
@@ -60,19 +60,25 @@ class _Mask:
 class FaissPQScanIndex(FaissHNSWIndex):
     backend = "pqscan"
     suffix = ".pqscan"
-    #: the scan reads 1/16 of the bytes exact search reads per vector (4 bits vs 32 bits per
+    #: the scan reads 1/16 of the bytes exact search reads per vector (2 bits vs 32 bits per
     #: dimension): filters allowing less than that share are cheaper to search exactly
     exact_allowed_fraction = 1 / 16
 
     def __init__(
-        self, dim: int, *, expansion_search: int = 512, threads: int | None = None, **_graph_options
+        self,
+        dim: int,
+        *,
+        expansion_search: int = 1000,
+        threads: int | None = None,
+        connectivity: int | None = None,
+        expansion_add: int | None = None,
     ):
-        # connectivity / expansion_add (graph options of the other backends) do not apply
+        # connectivity / expansion_add are the graph backends' options: accepted, nothing to apply
         self.dim = dim
         self.threads = threads or max(1, (os.cpu_count() or 1) // 2)
         #: candidates of the quantized scan re-ranked exactly (at least k)
         self.expansion_search = expansion_search
-        self._index: faiss.IndexPQFastScan | None = None
+        self._index: faiss.IndexPreTransform | None = None
         self._trained_on = 0
         self._flat = np.empty((0, dim), dtype=np.float32)  # capacity grows by doubling
         self._labels = np.empty(0, dtype=np.int64)
@@ -84,9 +90,12 @@ class FaissPQScanIndex(FaissHNSWIndex):
         self._lock = ReadWriteLock()
         self._cache_lock = threading.Lock()
 
-    def _new_quantizer(self) -> faiss.IndexPQFastScan:
+    def _new_quantizer(self) -> faiss.IndexPreTransform:
         subq = self.dim // 2 if self.dim % 2 == 0 else self.dim
-        return faiss.IndexPQFastScan(self.dim, subq, 4, faiss.METRIC_INNER_PRODUCT)
+        pq = faiss.IndexPQFastScan(self.dim, subq, 4, faiss.METRIC_INNER_PRODUCT)
+        # a random rotation spreads the variance evenly over the sub-quantizers (embeddings often
+        # keep most of it in a few dimensions); inner products are unchanged
+        return faiss.IndexPreTransform(faiss.RandomRotationMatrix(self.dim, self.dim), pq)
 
     # --- changes ---------------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -192,7 +201,7 @@ class FaissPQScanIndex(FaissHNSWIndex):
             or len(flat) != len(labels)
             or (
                 index is not None
-                and (not isinstance(index, faiss.IndexPQFastScan) or index.ntotal != len(labels))
+                and (not isinstance(index, faiss.IndexPreTransform) or index.ntotal != len(labels))
             )
         ):
             raise ValueError(f"{path}: codes, vectors and image ids do not match")
