@@ -111,16 +111,20 @@ class FaissHNSWIndex(GraphIndex):
         self._lock.acquire_write()
         try:
             self._remove(ids)  # an id added again replaces its old node
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(self.threads)
-            try:
-                self._index.add(vectors)
-            finally:
-                faiss.omp_set_num_threads(before)
+            self._append(vectors)
             self._labels = np.concatenate([self._labels, ids])
             self._version += 1
         finally:
             self._lock.release_write()
+
+    def _append(self, vectors: np.ndarray) -> None:
+        """Store new rows after the existing ones (their internal ids follow ``len(self._labels)``)."""
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(self.threads)
+        try:
+            self._index.add(vectors)
+        finally:
+            faiss.omp_set_num_threads(before)
 
     def remove(self, ids: np.ndarray) -> None:
         self._lock.acquire_write()

@@ -98,28 +98,15 @@ class FaissPQScanIndex(FaissHNSWIndex):
         return faiss.IndexPreTransform(faiss.RandomRotationMatrix(self.dim, self.dim), pq)
 
     # --- changes ---------------------------------------------------------------------------------
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        if len(ids) == 0:
-            return
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError("duplicate image ids in one add")
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        self._lock.acquire_write()
-        try:
-            self._remove(ids)  # an id added again replaces its old row
-            start = len(self._labels)
-            end = start + len(ids)
-            if end > len(self._flat):
-                grown = np.empty((max(end, 2 * len(self._flat)), self.dim), dtype=np.float32)
-                grown[:start] = self._flat[:start]
-                self._flat = grown
-            self._flat[start:end] = vectors
-            self._labels = np.concatenate([self._labels, ids])
-            self._encode(start, end)
-            self._version += 1
-        finally:
-            self._lock.release_write()
+    def _append(self, vectors: np.ndarray) -> None:
+        start = len(self._labels)
+        end = start + len(vectors)
+        if end > len(self._flat):  # grow by doubling: small adds do not copy every vector
+            grown = np.empty((max(end, 2 * len(self._flat)), self.dim), dtype=np.float32)
+            grown[:start] = self._flat[:start]
+            self._flat = grown
+        self._flat[start:end] = vectors
+        self._encode(start, end)
 
     def _encode(self, start: int, end: int) -> None:
         """Quantize rows start:end, training (or re-training on every row) when due."""
