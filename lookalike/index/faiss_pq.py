@@ -43,9 +43,6 @@ TRAIN_SAMPLE = 65_536
 #: re-train (and re-encode) when the index has grown this many times since the last training
 RETRAIN_GROWTH = 4
 
-_EMPTY_IDS = np.empty(0, dtype=np.int64)
-_EMPTY_SCORES = np.empty(0, dtype=np.float32)
-
 
 class _Mask:
     """The allowed internal ids of a search, as a boolean mask, with their count."""
