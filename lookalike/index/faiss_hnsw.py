@@ -240,17 +240,29 @@ class FaissHNSWIndex(GraphIndex):
     def ids_path(path: Path) -> Path:
         return path.with_name(path.name + ".ids.npy")
 
+    def _write_index(self, tmp: Path) -> None:
+        faiss.write_index(self._index, str(tmp))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Arrays saved beside the index file, as ``<file>.<name>.npy``."""
+        return {"ids": self._labels}
+
     def save(self, path: Path) -> None:
+        """Write the index and its arrays to temporary files, then move them into place."""
         pid = os.getpid()
         tmp = path.with_name(path.name + f".tmp{pid}")
-        ids_tmp = path.with_name(path.name + f".ids.tmp{pid}.npy")
+        moves = []
         self._lock.acquire_read()
         try:
-            faiss.write_index(self._index, str(tmp))
-            np.save(ids_tmp, self._labels)
+            self._write_index(tmp)
+            for name, array in self._arrays().items():
+                part = path.with_name(path.name + f".{name}.tmp{pid}.npy")
+                np.save(part, array)
+                moves.append((part, path.with_name(path.name + f".{name}.npy")))
         finally:
             self._lock.release_read()
-        os.replace(ids_tmp, self.ids_path(path))
+        for part, final in moves:
+            os.replace(part, final)
         os.replace(tmp, path)
 
     def load(self, path: Path) -> None:

@@ -157,24 +157,14 @@ class FaissPQScanIndex(FaissHNSWIndex):
     def vectors_path(path: Path) -> Path:
         return path.with_name(path.name + ".vectors.npy")
 
-    def save(self, path: Path) -> None:
-        pid = os.getpid()
-        tmp = path.with_name(path.name + f".tmp{pid}")
-        ids_tmp = path.with_name(path.name + f".ids.tmp{pid}.npy")
-        vec_tmp = path.with_name(path.name + f".vectors.tmp{pid}.npy")
-        self._lock.acquire_read()
-        try:
-            if self._index is not None:
-                faiss.write_index(self._index, str(tmp))
-            else:
-                tmp.write_bytes(b"")  # not trained yet: the vectors alone
-            np.save(ids_tmp, self._labels)
-            np.save(vec_tmp, self._vectors())
-        finally:
-            self._lock.release_read()
-        os.replace(ids_tmp, self.ids_path(path))
-        os.replace(vec_tmp, self.vectors_path(path))
-        os.replace(tmp, path)
+    def _write_index(self, tmp: Path) -> None:
+        if self._index is not None:
+            faiss.write_index(self._index, str(tmp))
+        else:
+            tmp.write_bytes(b"")  # not trained yet: the vectors alone
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"ids": self._labels, "vectors": self._vectors()}
 
     def load(self, path: Path) -> None:
         labels = np.load(self.ids_path(path)).astype(np.int64, copy=False)
