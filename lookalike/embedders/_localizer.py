@@ -34,6 +34,16 @@ INPUT_SIZE = 64
 ANGLE_SCALE = 25.0
 #: the refiner looks at the first box enlarged by this factor (room for the first stage's error)
 REFINE_MARGIN = 1.5
+#: a clean catalog shot (see :func:`clean_shot_boxes`): background pixels lie this close to the
+#: border's colour (0..1 per channel), at least this share of the border ring is background, and the
+#: product spans at least this share of the frame, centred within CLEAN_OFFSET of the middle; the
+#: background pixels of the ring are flat (90% of them within CLEAN_SPREAD of its colour: no noise,
+#: texture or uneven light)
+CLEAN_TOLERANCE = 0.06
+CLEAN_SPREAD = 0.015
+CLEAN_RING_SHARE = 0.6
+CLEAN_EXTENT = 0.7
+CLEAN_OFFSET = 0.1
 
 
 class Localizer(nn.Module):
@@ -219,18 +229,84 @@ def refine_boxes(
     return boxes_from_frame(decode_boxes(np.concatenate(outs), sizes), boxes, margin, INPUT_SIZE)
 
 
+def clean_shot_boxes(images: Sequence[Image.Image]) -> np.ndarray:
+    """Whole-frame boxes ``(w/2, h/2, max(w, h), 0)`` for clean catalog shots, NaN rows otherwise.
+
+    A clean shot is a product on a plain background, centred and filling the frame, as catalogs
+    photograph them (and as Fashion-MNIST draws them): most of the border ring is one colour, and
+    the pixels that differ from it span at least :data:`CLEAN_EXTENT` of the frame around its
+    middle. Such an image needs no localizer: the item *is* the frame, which is also how the
+    embedding network saw shop images in training. Customer photos almost never pass (their
+    backgrounds are lit unevenly, textured or noisy); one that does shows the item filling the
+    frame anyway.
+    """
+    boxes = np.full((len(images), 4), np.nan)
+    clean = np.zeros(len(images), dtype=bool)
+    for start in range(0, len(images), 256):  # chunks keep the pixel arrays in cache
+        chunk = images[start : start + 256]
+        clean[start : start + len(chunk)] = _clean_shots(np.stack([thumbnail(img) for img in chunk]))
+    for i in np.flatnonzero(clean):
+        w, h = images[i].size
+        boxes[i] = (w / 2, h / 2, float(max(w, h)), 0.0)
+    return boxes
+
+
+def _clean_shots(thumbs: np.ndarray) -> np.ndarray:
+    """uint8 (n, 64, 64, 3) thumbnails -> which are clean shots (see :func:`clean_shot_boxes`)."""
+    n, s, r = len(thumbs), INPUT_SIZE, 2
+    t = thumbs.astype(np.int16)
+    ring = np.concatenate(
+        [
+            t[:, :r].reshape(n, -1, 3),
+            t[:, -r:].reshape(n, -1, 3),
+            t[:, r:-r, :r].reshape(n, -1, 3),
+            t[:, r:-r, -r:].reshape(n, -1, 3),
+        ],
+        axis=1,
+    )
+    bg = np.median(ring, axis=1).astype(np.int16)  # (n, 3)
+    dev = np.abs(ring - bg[:, None]).max(axis=2)  # (n, ring pixels), 0..255
+    flat = dev <= CLEAN_TOLERANCE * 255
+    n_flat = flat.sum(axis=1)
+    # 90% of the flat ring pixels within CLEAN_SPREAD of the background colour
+    steady = (dev <= CLEAN_SPREAD * 255).sum(axis=1) >= 0.9 * n_flat
+    fg = np.abs(t - bg[:, None, None]).max(axis=3) > 2 * CLEAN_TOLERANCE * 255  # (n, 64, 64)
+    rows, cols = fg.any(axis=2), fg.any(axis=1)  # (n, 64) each
+    y0, y1 = rows.argmax(axis=1), s - rows[:, ::-1].argmax(axis=1)
+    x0, x1 = cols.argmax(axis=1), s - cols[:, ::-1].argmax(axis=1)
+    extent = np.maximum(x1 - x0, y1 - y0) / s
+    off = np.maximum(np.abs((x0 + x1) / (2 * s) - 0.5), np.abs((y0 + y1) / (2 * s) - 0.5))
+    return (
+        (n_flat >= CLEAN_RING_SHARE * dev.shape[1])
+        & steady
+        & (fg.mean(axis=(1, 2)) >= 0.05)
+        & (extent >= CLEAN_EXTENT)
+        & (off <= CLEAN_OFFSET)
+    )
+
+
 def find_items(
     localizer: Localizer,
     images: Sequence[Image.Image],
     refiner: Localizer | None = None,
     passes: int = 2,
     margin: float = REFINE_MARGIN,
+    clean_shots: bool = False,
 ) -> np.ndarray:
-    """Where the item is in each photo: the localizer's box, then ``passes`` refinement passes."""
-    boxes = predict_boxes(localizer, images)
-    if refiner is not None:
-        for _ in range(passes):
-            boxes = refine_boxes(refiner, images, boxes, margin)
+    """Where the item is in each photo: the localizer's box, then ``passes`` refinement passes.
+
+    With ``clean_shots``, clean catalog shots (:func:`clean_shot_boxes`) take the whole frame and
+    skip the networks.
+    """
+    boxes = clean_shot_boxes(images) if clean_shots else np.full((len(images), 4), np.nan)
+    todo = np.flatnonzero(np.isnan(boxes[:, 0]))
+    if len(todo):
+        rest = [images[i] for i in todo]
+        found = predict_boxes(localizer, rest)
+        if refiner is not None:
+            for _ in range(passes):
+                found = refine_boxes(refiner, rest, found, margin)
+        boxes[todo] = found
     return boxes
 
 

@@ -59,14 +59,16 @@ class TrainedEmbedder(Embedder):
     def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         from lookalike.embedders._metric_net import preprocess_images
 
-        if self.localizer is not None:  # cut the item out of each photo, upright, before embedding
+        if self.localizer is not None:
+            # cut the item out of each photo, upright, before embedding; a clean catalog shot (the
+            # product centred on a plain background) is its own box and skips the localizer
             from lookalike.embedders._localizer import crop_items, find_items
 
             images = [
                 img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img)) for img in images
             ]
             size = int(self.preprocess.get("size", 32))
-            boxes = find_items(self.localizer, images, self.refiner, **self.refine)
+            boxes = find_items(self.localizer, images, self.refiner, **self.refine, clean_shots=True)
             images = crop_items(images, boxes, size)
         x = preprocess_images(images, self.preprocess)
         with self._torch.inference_mode():
