@@ -73,13 +73,17 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     ]
 
 
-def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
+@pytest.mark.parametrize("pool", ["avgmax", "grid"])
+def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, pool):
     from lookalike.checkpoint import load_checkpoint
     from lookalike.train.metric.model import build_model, preprocess_images
 
-    recipe = MetricRecipe(**TINY, steps=3, command="lookalike train metric --steps 3")
+    recipe = MetricRecipe(**TINY, steps=3, pool=pool, command="lookalike train metric --steps 3")
     res = train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False)
     payload = load_checkpoint(res.checkpoint, kind="metric")
+    # the grid head sees the last 4x4 feature map whole: 16x the channels of one pooled vector
+    assert payload["arch"].get("pool", "avgmax") == pool
+    assert payload["state_dict"]["head.0.weight"].shape[1] == (32 * 16 if pool == "grid" else 64)
     assert payload["recipe"]["command"] == "lookalike train metric --steps 3"
     assert payload["preprocess"]["size"] == 32 and "val_R@1" in payload["metrics"]
     x, _ = load_split("test")
@@ -98,6 +102,12 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path):
     )
     with pytest.raises(ModelError, match="not found"):
         load_embedder(f"trained:{tmp_path}/missing.pt", cache=False)
+
+
+def test_an_unknown_pooling_is_refused_before_any_training(tmp_path):
+    with pytest.raises(ModelError, match="unknown pooling 'median'"):
+        train_metric(recipe=MetricRecipe(**TINY, steps=3, pool="median"), run_dir=tmp_path, progress=False)
+    assert not (tmp_path / "state.pt").exists()
 
 
 def test_torchvision_embedder_loads_a_local_weights_file(tmp_path):

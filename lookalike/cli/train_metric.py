@@ -49,6 +49,10 @@ def train_metric_cmd(
         ),
     ] = None,
     widths: Annotated[str, typer.Option(help="smallcnn stage widths.")] = "24,48,96,192",
+    pool: Annotated[
+        str,
+        typer.Option(help="smallcnn pooling: avgmax (global) or grid (keeps the item's 4x4 layout)."),
+    ] = "avgmax",
     input_size: Annotated[int, typer.Option(min=16, max=512, help="Input resolution in pixels.")] = 32,
     steps: Annotated[int, typer.Option(min=1)] = 3000,
     identities: Annotated[int, typer.Option(min=2, help="Product identities per batch.")] = 96,
@@ -111,6 +115,7 @@ def train_metric_cmd(
         backbone=backbone,
         pretrained=pretrained,
         widths=_ints(widths, "--widths"),
+        pool=pool,
         input_size=input_size,
         steps=steps,
         identities_per_batch=identities,

@@ -63,11 +63,28 @@ def preprocess_images(images: Sequence[Image.Image | np.ndarray], preprocess: di
     return t
 
 
-class SmallCNN(nn.Module):
-    """Four conv stages (two 3x3 convs + BN + ReLU each), then global average and max pooling."""
+#: how SmallCNN turns its last feature map into a vector
+POOLS = ("avgmax", "grid")
 
-    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128, 256)):
+
+class SmallCNN(nn.Module):
+    """Four conv stages (two 3x3 convs + BN + ReLU each), then pooling.
+
+    ``pool="avgmax"`` concatenates global average and max pooling (where a feature fires does not
+    count); ``pool="grid"`` average-pools to a ``grid`` x ``grid`` map and flattens it, so the head
+    sees where each feature fires (the layout of the item, as AlexNet's fc6 sees pool5).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        pool: str = "avgmax",
+        grid: int = 4,
+    ):
         super().__init__()
+        if pool not in POOLS:
+            raise ModelError(f"unknown pooling {pool!r} (choose from {', '.join(POOLS)})")
         layers: list[nn.Module] = []
         c = in_channels
         for i, w in enumerate(widths):
@@ -83,10 +100,13 @@ class SmallCNN(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             c = w
         self.features = nn.Sequential(*layers)
-        self.out_dim = 2 * c
+        self.pool, self.grid = pool, int(grid)
+        self.out_dim = 2 * c if pool == "avgmax" else c * self.grid**2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.features(x)
+        if self.pool == "grid":
+            return F.adaptive_avg_pool2d(f, self.grid).flatten(1)
         return torch.cat([F.adaptive_avg_pool2d(f, 1), F.adaptive_max_pool2d(f, 1)], dim=1).flatten(1)
 
 
@@ -152,7 +172,12 @@ def build_model(arch: dict, pretrained: str | None = None) -> EmbeddingNet:
     if name == "smallcnn":
         if pretrained:
             raise ModelError("the smallcnn backbone has no pretrained weights")
-        backbone = SmallCNN(in_channels, tuple(arch.get("widths", (32, 64, 128, 256))))
+        backbone = SmallCNN(
+            in_channels,
+            tuple(arch.get("widths", (32, 64, 128, 256))),
+            pool=arch.get("pool", "avgmax"),
+            grid=int(arch.get("grid", 4)),
+        )
         in_dim = backbone.out_dim
     else:
         backbone = TorchvisionBackbone(

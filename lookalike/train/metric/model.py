@@ -3,6 +3,7 @@ which rebuild them from checkpoints; re-exported here for the trainer)."""
 
 from lookalike.embedders._metric_net import (
     DEFAULT_PREPROCESS,
+    POOLS,
     EmbeddingNet,
     SmallCNN,
     TorchvisionBackbone,
@@ -12,6 +13,7 @@ from lookalike.embedders._metric_net import (
 
 __all__ = [
     "DEFAULT_PREPROCESS",
+    "POOLS",
     "EmbeddingNet",
     "SmallCNN",
     "TorchvisionBackbone",

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import LookalikeError, ModelError
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
 from lookalike.progress import progress_bar
 from lookalike.train.metric.augment import StreetViewAugment
-from lookalike.train.metric.model import build_model, preprocess_images
+from lookalike.train.metric.model import POOLS, build_model, preprocess_images
 from lookalike.train.metric.offline_miner import OfflineHardMiner
 from lookalike.train.metric.samplers import CrossDomainBatch, CrossDomainSampler
 
@@ -39,6 +39,7 @@ class MetricRecipe:
     backbone: str = "smallcnn"
     pretrained: str | None = None  # torchvision backbones: "imagenet" or a local weights file
     widths: tuple[int, ...] = (32, 64, 128, 256)
+    pool: str = "avgmax"  # smallcnn: "avgmax" (global pooling) or "grid" (keep a 4x4 layout)
     input_size: int = 32
     dim: int = 128
     steps: int = 3000
@@ -76,13 +77,16 @@ class MetricRecipe:
     command: str = ""
 
     def arch(self, in_channels: int = 1) -> dict:
-        return {
+        arch = {
             "backbone": self.backbone,
             "widths": list(self.widths),
             "in_channels": in_channels,
             "dim": self.dim,
             "hidden": 512,
         }
+        if self.pool != "avgmax":  # older checkpoints have no "pool": they are avgmax
+            arch["pool"] = self.pool
+        return arch
 
     def preprocess(self) -> dict:
         pre = {"size": self.input_size, "channels": 1, "normalise": "per_image"}
@@ -445,6 +449,8 @@ def train_metric(
     torch.manual_seed(r.seed)
     t0 = time.time()
 
+    if r.backbone == "smallcnn" and r.pool not in POOLS:  # before the localizer spends minutes
+        raise ModelError(f"unknown pooling {r.pool!r} (choose from {', '.join(POOLS)})")
     tr = _Trainer(data, r, run_dir)
     localizer_extra = None
     if r.localize:
