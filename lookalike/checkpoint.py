@@ -10,7 +10,10 @@ A checkpoint is a ``torch.save`` of a plain dict::
      "metrics": {...},                    # final validation numbers
      "state_dict": {...}}                 # the weights
 
-It loads with ``weights_only=True``: only tensors and plain Python values, never code.
+It loads with ``weights_only=True``: only tensors and plain Python values, never code. Saved with
+``half=True``, the float32 tensors of ``state_dict`` are stored as float16 (``"weights_dtype":
+"float16"``), half their size; :func:`load_checkpoint` turns them back into float32. Tensors in
+``extra`` (a localizer, whose boxes move with rounding) stay as they are.
 """
 
 from __future__ import annotations
@@ -35,8 +38,17 @@ def save_checkpoint(
     recipe: dict | None = None,
     metrics: dict | None = None,
     extra: dict | None = None,
+    half: bool = False,
 ) -> Path:
     import torch
+
+    def store(obj):
+        if isinstance(obj, dict):
+            return {k: store(v) for k, v in obj.items()}
+        if isinstance(obj, torch.Tensor):
+            obj = obj.detach().cpu().contiguous()
+            return obj.half() if half and obj.dtype == torch.float32 else obj
+        return obj
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,8 +60,10 @@ def save_checkpoint(
         "preprocess": preprocess,
         "recipe": recipe or {},
         "metrics": metrics or {},
-        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+        "state_dict": store(dict(state_dict)),
     }
+    if half:
+        payload["weights_dtype"] = "float16"
     if extra:
         payload["extra"] = extra
     tmp = path.with_name(path.name + ".tmp")
@@ -74,4 +88,14 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
         raise ModelError(f"{path} was written by a newer lookalike (format {payload['version']})")
     if kind is not None and payload.get("kind") != kind:
         raise ModelError(f"{path} is a {payload.get('kind')!r} checkpoint, not {kind!r}")
+    if payload.get("weights_dtype") == "float16":
+
+        def widen(obj):
+            if isinstance(obj, dict):
+                return {k: widen(v) for k, v in obj.items()}
+            if isinstance(obj, torch.Tensor) and obj.dtype == torch.float16:
+                return obj.float()
+            return obj
+
+        payload["state_dict"] = widen(payload["state_dict"])
     return payload

@@ -84,6 +84,10 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, pool):
     # the grid head sees the last 4x4 feature map whole: 16x the channels of one pooled vector
     assert payload["arch"].get("pool", "avgmax") == pool
     assert payload["state_dict"]["head.0.weight"].shape[1] == (32 * 16 if pool == "grid" else 64)
+    # weights are stored as float16 (half the file) and come back as float32
+    raw = torch.load(res.checkpoint, weights_only=True)
+    assert raw["weights_dtype"] == "float16" and raw["state_dict"]["head.0.weight"].dtype == torch.float16
+    assert payload["state_dict"]["head.0.weight"].dtype == torch.float32
     assert payload["recipe"]["command"] == "lookalike train metric --steps 3"
     assert payload["preprocess"]["size"] == 32 and "val_R@1" in payload["metrics"]
     x, _ = load_split("test")

@@ -39,7 +39,7 @@ class MetricRecipe:
     backbone: str = "smallcnn"
     pretrained: str | None = None  # torchvision backbones: "imagenet" or a local weights file
     widths: tuple[int, ...] = (32, 64, 128, 256)
-    pool: str = "avgmax"  # smallcnn: "avgmax" (global pooling) or "grid" (keep a 4x4 layout)
+    pool: str = "grid"  # smallcnn: "grid" (keep the 4x4 layout) or "avgmax" (global pooling)
     input_size: int = 32
     dim: int = 128
     steps: int = 3000
@@ -552,6 +552,7 @@ def train_metric(
         recipe=json.loads(json.dumps(asdict(r), default=list)),
         metrics=metrics,
         extra={"localizer": localizer_extra} if localizer_extra else None,
+        half=True,  # float16 on disk: half the file, embeddings within ~1e-3
     )
     curves = save_curves(history, run_dir / "curves.png")
     (run_dir / "history.json").write_text(json.dumps(history))
