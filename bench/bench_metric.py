@@ -39,10 +39,12 @@ ABLATIONS = {
     "semihard-online-mixed": {"cross_domain": False, "symmetric": False},
 }
 #: short runs on the full street views (difficulty 1, as in the protocol), on the current base: the
-#: localizer, polarity and the 24-48-96-192 network of the default model, with smaller batches
+#: localizer, polarity and the 24-48-96-192 grid-pooled network of the default model, with smaller
+#: batches
 ABLATION_DIFFICULTY = 1.0
 ABLATION_BASE = dict(
     widths=(24, 48, 96, 192),
+    pool="grid",
     aug_size=(48, 192),
     difficulty=ABLATION_DIFFICULTY,
     val_difficulty=ABLATION_DIFFICULTY,

@@ -51,8 +51,8 @@ def train_metric_cmd(
     widths: Annotated[str, typer.Option(help="smallcnn stage widths.")] = "24,48,96,192",
     pool: Annotated[
         str,
-        typer.Option(help="smallcnn pooling: avgmax (global) or grid (keeps the item's 4x4 layout)."),
-    ] = "avgmax",
+        typer.Option(help="smallcnn pooling: grid (keeps the item's 4x4 layout) or avgmax (global)."),
+    ] = "grid",
     input_size: Annotated[int, typer.Option(min=16, max=512, help="Input resolution in pixels.")] = 32,
     steps: Annotated[int, typer.Option(min=1)] = 3000,
     identities: Annotated[int, typer.Option(min=2, help="Product identities per batch.")] = 96,
