@@ -42,13 +42,9 @@ def save_checkpoint(
 ) -> Path:
     import torch
 
-    def store(obj):
-        if isinstance(obj, dict):
-            return {k: store(v) for k, v in obj.items()}
-        if isinstance(obj, torch.Tensor):
-            obj = obj.detach().cpu().contiguous()
-            return obj.half() if half and obj.dtype == torch.float32 else obj
-        return obj
+    def store(t: torch.Tensor) -> torch.Tensor:
+        t = t.detach().cpu().contiguous()
+        return t.half() if half and t.dtype == torch.float32 else t
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +56,7 @@ def save_checkpoint(
         "preprocess": preprocess,
         "recipe": recipe or {},
         "metrics": metrics or {},
-        "state_dict": store(dict(state_dict)),
+        "state_dict": {k: store(v) for k, v in state_dict.items()},
     }
     if half:
         payload["weights_dtype"] = "float16"
@@ -89,13 +85,7 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
     if kind is not None and payload.get("kind") != kind:
         raise ModelError(f"{path} is a {payload.get('kind')!r} checkpoint, not {kind!r}")
     if payload.get("weights_dtype") == "float16":
-
-        def widen(obj):
-            if isinstance(obj, dict):
-                return {k: widen(v) for k, v in obj.items()}
-            if isinstance(obj, torch.Tensor) and obj.dtype == torch.float16:
-                return obj.float()
-            return obj
-
-        payload["state_dict"] = widen(payload["state_dict"])
+        payload["state_dict"] = {
+            k: v.float() if v.dtype == torch.float16 else v for k, v in payload["state_dict"].items()
+        }
     return payload

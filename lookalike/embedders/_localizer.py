@@ -34,11 +34,11 @@ INPUT_SIZE = 64
 ANGLE_SCALE = 25.0
 #: the refiner looks at the first box enlarged by this factor (room for the first stage's error)
 REFINE_MARGIN = 1.5
-#: a clean catalog shot (see :func:`clean_shot_boxes`): background pixels lie this close to the
-#: border's colour (0..1 per channel), at least this share of the border ring is background, and the
-#: product spans at least this share of the frame, centred within CLEAN_OFFSET of the middle; the
-#: background pixels of the ring are flat (90% of them within CLEAN_SPREAD of its colour: no noise,
-#: texture or uneven light)
+#: a clean catalog shot (see :func:`clean_shot_boxes`), on 0..1 pixel values: at least
+#: CLEAN_RING_SHARE of the border ring lies within CLEAN_TOLERANCE of the ring's median colour (the
+#: background), 90% of those within CLEAN_SPREAD (flat: no noise, texture or uneven light); the
+#: pixels further than 2 × CLEAN_TOLERANCE from it (the product) span at least CLEAN_EXTENT of the
+#: frame, centred within CLEAN_OFFSET of the middle
 CLEAN_TOLERANCE = 0.06
 CLEAN_SPREAD = 0.015
 CLEAN_RING_SHARE = 0.6
