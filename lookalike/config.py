@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     db: str | None = None
     #: embedder used when a command does not name one
     model: str = "default"
+    #: where networks run: auto (a CUDA GPU, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps
+    device: str = "auto"
 
     # image safety limits
     max_image_bytes: int = 20 * 1024 * 1024

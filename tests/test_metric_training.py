@@ -9,7 +9,7 @@ from PIL import Image
 
 from lookalike.datasets.fashion_mnist import load_split
 from lookalike.embedders import load_embedder
-from lookalike.errors import ModelError
+from lookalike.errors import LookalikeError, ModelError
 from lookalike.train.metric import MetricRecipe, train_metric
 
 TINY = dict(
@@ -241,3 +241,18 @@ def test_trains_on_a_folder_source_and_refuses_the_test_split(tmp_path):
     assert res.checkpoint.exists()
     with pytest.raises(SourceError, match="evaluation only"):
         load_train_data("fashion-mnist:test")
+
+
+def test_render_processes_give_the_same_run_as_the_render_thread(tmp_path):
+    # forked render workers render steps ahead, out of order; offline mining every 3 steps throws
+    # away what they rendered for the batches it changes. The weights must not notice.
+    recipe = MetricRecipe(**TINY, steps=7, offline_every=3, offline_pool=64, seed=5)
+    thread = train_metric(recipe=recipe, run_dir=tmp_path / "a", progress=False, device="cpu")
+    procs = train_metric(recipe=recipe, run_dir=tmp_path / "b", progress=False, device="cpu", workers=2)
+    a = torch.load(thread.checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(procs.checkpoint, weights_only=True)["state_dict"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert thread.metrics["train_device"] == "cpu"
+    with pytest.raises(LookalikeError, match="workers"):
+        train_metric(recipe=recipe, run_dir=tmp_path / "c", progress=False, workers=-1)

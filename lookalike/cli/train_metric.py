@@ -103,8 +103,20 @@ def train_metric_cmd(
         float, typer.Option(min=0.0, help="Scale of the box jitter on training crops (localizer errors).")
     ] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[
+        str | None, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.")
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Processes rendering street views ahead of the network (0: one thread; "
+            "use most of the cores when training on a GPU). Results do not depend on it.",
+        ),
+    ] = 0,
 ) -> None:
     """Train FC512-ELU-FC128-L2 embeddings with triplets; rerun the same command to resume."""
+    from lookalike.devices import resolve_device
     from lookalike.train.metric import MetricRecipe, train_metric
     from lookalike.train.metric.data import load_train_data
 
@@ -144,9 +156,14 @@ def train_metric_cmd(
         seed=seed,
         command="lookalike " + shlex.join(sys.argv[1:]),
     )
+    dev = resolve_device(device)  # a device this machine lacks fails before the data loads
     train_data = load_train_data(data, street, limit=limit)
-    console.print(f"training [bold]{backbone}[/] on {len(train_data)} products from {data} ({steps} steps)")
-    result = train_metric(train_data, recipe, run_dir=run_dir, out=out, log=console.print)
+    console.print(
+        f"training [bold]{backbone}[/] on {len(train_data)} products from {data} ({steps} steps, {dev})"
+    )
+    result = train_metric(
+        train_data, recipe, run_dir=run_dir, out=out, log=console.print, device=device, workers=workers
+    )
     m = result.metrics
     shown = ", ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in m.items() if k.startswith("val_"))
     console.print(f"[bold green]done[/] in {result.seconds:.0f}s: validation {shown}")

@@ -49,6 +49,9 @@ def train_vae_cmd(
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 1e-3,
     limit: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.")
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train a latent variable model; the checkpoint is an embedder: --model vae:OUT/model.pt."""
@@ -90,7 +93,7 @@ def train_vae_cmd(
         data=data,
     )
     console.print(f"training [bold]{model}[/] z={latent_dim} on {len(images)} images from {data}")
-    result = train_vae(images, out, config, log=console.print)
+    result = train_vae(images, out, config, log=console.print, device=device)
     m = result.metrics
     console.print(
         f"[bold green]done[/] in {m['train_seconds']:.0f}s: val MSE/pixel {m['mse']:.4f}, "

@@ -2,7 +2,8 @@
 
 A name is ``family`` or ``family:argument`` (``pixels``, ``trained:model.pt``, ``vae:vae.pt``,
 ``torchvision:resnet50``). The family is the module ``lookalike.embedders.<family>``, which
-provides ``load(argument) -> Embedder``: adding a family is adding one module.
+provides ``load(argument, device) -> Embedder``: adding a family is adding one module. Networks run
+on ``device`` (default ``$LOOKALIKE_DEVICE``, else ``auto``: a CUDA GPU when there is one).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "defaul
 
 ALIASES = {"default": f"trained:{DEFAULT_CHECKPOINT}"}
 
-_cache: dict[str, Embedder] = {}
+_cache: dict[tuple[str, str], Embedder] = {}
 _lock = threading.Lock()
 
 
@@ -49,15 +50,21 @@ def _fingerprint(full_name: str, arg: str) -> str:
     return full_name
 
 
-def load_embedder(name: str = "default", *, cache: bool = True) -> Embedder:
-    """Load an embedder by name, once per process (models load lazily, behind a lock)."""
+def load_embedder(name: str = "default", *, cache: bool = True, device: str | None = None) -> Embedder:
+    """Load an embedder by name, once per process and device (models load lazily, behind a lock).
+
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (see :mod:`lookalike.devices`).
+    """
+    from lookalike.devices import device_spec
+
     full = resolve_name(name)
+    device = device_spec(device)
     family, _, arg = full.partition(":")
     if not family.isidentifier() or family.startswith("_") or family == "base":
         raise ModelError(f"unknown model {name!r}")
     with _lock:
-        if cache and full in _cache:
-            return _cache[full]
+        if cache and (full, device) in _cache:
+            return _cache[(full, device)]
         try:
             module = importlib.import_module(f"lookalike.embedders.{family}")
         except ModuleNotFoundError as exc:
@@ -67,10 +74,10 @@ def load_embedder(name: str = "default", *, cache: bool = True) -> Embedder:
                     "(try pixels, default, trained:PATH, vae:PATH, torchvision:NAME)"
                 ) from None
             raise
-        embedder = module.load(arg)
+        embedder = module.load(arg, device=device)
         if name == "default":
             embedder.name = "default"
         embedder.fingerprint = _fingerprint(full, arg)
         if cache:
-            _cache[full] = embedder
+            _cache[(full, device)] = embedder
         return embedder

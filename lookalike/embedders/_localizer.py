@@ -28,6 +28,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from lookalike.devices import module_device
+
 #: input side of the localizer, in pixels
 INPUT_SIZE = 64
 #: rotations are regressed as angle / ANGLE_SCALE (degrees)
@@ -131,8 +133,10 @@ def predict_boxes(model: Localizer, images: Sequence[Image.Image], batch_size: i
     """Pixel boxes ``(cx, cy, side, angle)``, one per image."""
     was_training = model.training
     model.eval()
+    dev = module_device(model)
     outs = [
-        model(localizer_input(images[s : s + batch_size])).numpy() for s in range(0, len(images), batch_size)
+        model(localizer_input(images[s : s + batch_size]).to(dev)).cpu().numpy()
+        for s in range(0, len(images), batch_size)
     ]
     model.train(was_training)
     sizes = np.array([img.size for img in images], dtype=np.float64)
@@ -215,13 +219,14 @@ def refine_boxes(
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     was_training = refiner.training
     refiner.eval()
+    dev = module_device(refiner)
     outs = []
     for s in range(0, len(images), batch_size):
         crops = [
             refine_crop(img, b, margin)
             for img, b in zip(images[s : s + batch_size], boxes[s : s + batch_size], strict=True)
         ]
-        outs.append(refiner(localizer_input(crops)).numpy())
+        outs.append(refiner(localizer_input(crops).to(dev)).cpu().numpy())
     refiner.train(was_training)
     if not outs:
         return boxes

@@ -37,9 +37,7 @@ class Embedder(ABC):
     def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Return an (n, dim) array for one batch; need not be normalised."""
 
-    def embed_images(
-        self, images: Sequence[Image.Image], *, progress: bool | None = None
-    ) -> np.ndarray:
+    def embed_images(self, images: Sequence[Image.Image], *, progress: bool | None = None) -> np.ndarray:
         """Embed images in batches; returns (n, dim) float32 with L2-normalised rows."""
         n = len(images)
         out = np.empty((n, self.dim), dtype=np.float32)

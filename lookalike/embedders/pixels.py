@@ -27,5 +27,5 @@ class PixelsEmbedder(Embedder):
         return out
 
 
-def load(spec: str) -> Embedder:
+def load(spec: str, device: str | None = None) -> Embedder:  # noqa: ARG001 - numpy only
     return PixelsEmbedder()

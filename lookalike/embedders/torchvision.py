@@ -22,9 +22,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class TorchvisionEmbedder(Embedder):
     batch_size = 64
 
-    def __init__(self, arch: str, weights_file: str | None = None, size: int = 224):
+    def __init__(
+        self, arch: str, weights_file: str | None = None, size: int = 224, device: str | None = None
+    ):
         import torch
 
+        from lookalike.devices import resolve_device
         from lookalike.embedders._metric_net import TorchvisionBackbone, load_backbone_weights
 
         self.name = f"torchvision:{arch}" + (f"@{weights_file}" if weights_file else "")
@@ -44,10 +47,11 @@ class TorchvisionEmbedder(Embedder):
                     "when offline, pass a local "
                     f"file: torchvision:{arch}@/path/to/weights.pth"
                 ) from None
-        self.model = backbone.eval()
+        self.device = resolve_device(device)
+        self.model = backbone.eval().to(self.device)
         self.dim = int(backbone.out_dim)
-        self._mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
 
     def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         torch = self._torch
@@ -59,14 +63,14 @@ class TorchvisionEmbedder(Embedder):
                 for img in images
             ]
         )
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2) / 255.0
+        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2) / 255.0
         x = (x - self._mean) / self._std
         with torch.inference_mode():
-            return self.model(x).numpy()
+            return self.model(x).cpu().numpy()
 
 
-def load(spec: str) -> Embedder:
+def load(spec: str, device: str | None = None) -> Embedder:
     arch, _, weights = spec.partition("@")
     if not arch:
         raise ModelError("torchvision model needs a name: torchvision:resnet18[@weights.pth]")
-    return TorchvisionEmbedder(arch, weights or None)
+    return TorchvisionEmbedder(arch, weights or None, device=device)

@@ -18,13 +18,14 @@ from lookalike.errors import ModelError
 
 
 class TrainedEmbedder(Embedder):
-    """Runs a network trained by ``lookalike train metric`` on CPU (or GPU when available)."""
+    """Runs a network trained by ``lookalike train metric`` on ``device`` (see :mod:`lookalike.devices`)."""
 
     batch_size = 512
 
-    def __init__(self, path: str | Path, payload: dict):
+    def __init__(self, path: str | Path, payload: dict, device: str | None = None):
         import torch
 
+        from lookalike.devices import resolve_device
         from lookalike.embedders._metric_net import build_model
 
         self.path = Path(path)
@@ -38,7 +39,8 @@ class TrainedEmbedder(Embedder):
             self.model.load_state_dict(payload["state_dict"])
         except RuntimeError as exc:
             raise ModelError(f"checkpoint {path} does not match its architecture: {exc}") from None
-        self.model.eval()
+        self.device = resolve_device(device)
+        self.model.eval().to(self.device)
         loc = (payload.get("extra") or {}).get("localizer")
         self.localizer = self.refiner = None
         self.refine = {}
@@ -53,6 +55,9 @@ class TrainedEmbedder(Embedder):
                     self.refine = {"passes": int(ref["passes"]), "margin": float(ref["margin"])}
             except (KeyError, RuntimeError, TypeError, ValueError) as exc:
                 raise ModelError(f"checkpoint {path} has a broken localizer: {exc}") from None
+            self.localizer.to(self.device)
+            if self.refiner is not None:
+                self.refiner.to(self.device)
         self.dim = int(self.arch.get("dim", 128))
         self._torch = torch
 
@@ -70,13 +75,13 @@ class TrainedEmbedder(Embedder):
             size = int(self.preprocess.get("size", 32))
             boxes = find_items(self.localizer, images, self.refiner, **self.refine, clean_shots=True)
             images = crop_items(images, boxes, size)
-        x = preprocess_images(images, self.preprocess)
+        x = preprocess_images(images, self.preprocess).to(self.device)
         with self._torch.inference_mode():
-            return self.model(x).numpy()
+            return self.model(x).cpu().numpy()
 
 
-def load(spec: str) -> Embedder:
+def load(spec: str, device: str | None = None) -> Embedder:
     if not spec:
         raise ModelError("trained model needs a checkpoint path: trained:PATH")
     payload = load_checkpoint(spec, kind="metric")
-    return TrainedEmbedder(spec, payload)
+    return TrainedEmbedder(spec, payload, device)

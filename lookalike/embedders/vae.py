@@ -19,10 +19,11 @@ class VAEEmbedder(Embedder):
 
     batch_size = 512
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, device: str | None = None):
         import torch
 
         from lookalike.checkpoint import load_checkpoint
+        from lookalike.devices import resolve_device
         from lookalike.train.vae.models import build_model
 
         payload = load_checkpoint(path, kind="vae")
@@ -31,7 +32,8 @@ class VAEEmbedder(Embedder):
             self.model.load_state_dict(payload["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: not a usable VAE checkpoint ({exc})") from None
-        self.model.eval()
+        self.device = resolve_device(device)
+        self.model.eval().to(self.device)
         self._torch = torch
         self.path = Path(path)
         self.name = f"vae:{path}"
@@ -57,7 +59,7 @@ class VAEEmbedder(Embedder):
         with self._torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 x = pil_to_tensor(images[start : start + self.batch_size], self.channels, self.resolution)
-                out.append(self.model.encode(x)[0].numpy())
+                out.append(self.model.encode(x.to(self.device))[0].cpu().numpy())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.concatenate(out).astype(np.float32)
@@ -66,7 +68,7 @@ class VAEEmbedder(Embedder):
         """Latents (n, dim) -> images as float arrays (n, channels, res, res) in [0, 1]."""
         z = np.asarray(z, dtype=np.float32).reshape(-1, self.dim)
         with self._torch.no_grad():
-            return self.model.decode(self._torch.from_numpy(z)).numpy()
+            return self.model.decode(self._torch.from_numpy(z).to(self.device)).cpu().numpy()
 
     def decode(self, z: np.ndarray) -> list[Image.Image]:
         """Latents (n, dim) -> PIL images (L for grey models, RGB for colour ones)."""
@@ -79,9 +81,9 @@ class VAEEmbedder(Embedder):
         return self.metrics.get("kl_per_dim")
 
 
-def load(spec: str) -> Embedder:
+def load(spec: str, device: str | None = None) -> Embedder:
     if not spec:
         raise ModelError(
             "the vae model needs a checkpoint path: vae:PATH (train one with `lookalike train vae`)"
         )
-    return VAEEmbedder(spec)
+    return VAEEmbedder(spec, device)

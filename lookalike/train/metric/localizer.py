@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lookalike.devices import module_device
 from lookalike.embedders._localizer import (
     INPUT_SIZE,
     REFINE_MARGIN,
@@ -180,10 +181,12 @@ def photo_box_errors(pred: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def _fit(x: np.ndarray, y: np.ndarray, r: LocalizerRecipe, steps: int, seed: tuple, desc: str) -> Localizer:
+def _fit(
+    x: np.ndarray, y: np.ndarray, r: LocalizerRecipe, steps: int, seed: tuple, desc: str, device=None
+) -> Localizer:
     """Smooth-L1 regression of the box parameters, AdamW with warm-up and a cosine schedule."""
     torch.manual_seed(r.seed + seed[0])
-    model = Localizer(r.widths)
+    model = Localizer(r.widths).to(device or "cpu")
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=1e-4)
     loss_fn = torch.nn.SmoothL1Loss(beta=0.05)
     model.train()
@@ -193,8 +196,8 @@ def _fit(x: np.ndarray, y: np.ndarray, r: LocalizerRecipe, steps: int, seed: tup
             for g in opt.param_groups:
                 g["lr"] = lr
             b = np.random.default_rng([r.seed, *seed, step]).integers(0, len(x), size=r.batch)
-            pred = model(thumbnails_to_tensor(x[b]))
-            loss = loss_fn(pred, torch.from_numpy(y[b]))
+            pred = model(thumbnails_to_tensor(x[b]).to(device or "cpu"))
+            loss = loss_fn(pred, torch.from_numpy(y[b]).to(pred.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -204,9 +207,15 @@ def _fit(x: np.ndarray, y: np.ndarray, r: LocalizerRecipe, steps: int, seed: tup
 
 
 def train_localizer(
-    images, train_items: np.ndarray, val_items: np.ndarray, recipe: LocalizerRecipe | None = None, log=None
+    images,
+    train_items: np.ndarray,
+    val_items: np.ndarray,
+    recipe: LocalizerRecipe | None = None,
+    log=None,
+    device=None,
 ) -> tuple[Localizer, dict]:
-    """Train on views of ``train_items``; report box errors on views of ``val_items`` (never trained on)."""
+    """Train on views of ``train_items`` (on ``device``, default CPU); report box errors on views
+    of ``val_items`` (never trained on)."""
     r = recipe or LocalizerRecipe()
     rng = np.random.default_rng([r.seed, 6])
     items = rng.choice(train_items, size=r.views, replace=len(train_items) < r.views)
@@ -221,13 +230,14 @@ def train_localizer(
 
     def validate(model: Localizer) -> dict:
         model.eval()
+        dev = module_device(model)
         with torch.no_grad():
-            pred = torch.cat([model(vxt[s : s + 512]) for s in range(0, len(vxt), 512)]).numpy()
+            pred = torch.cat([model(vxt[s : s + 512].to(dev)).cpu() for s in range(0, len(vxt), 512)]).numpy()
         return box_errors(pred, vy)
 
     torch.manual_seed(r.seed)
     start = validate(Localizer(r.widths))
-    model = _fit(x, y, r, r.steps, (11,), "localizer: training")
+    model = _fit(x, y, r, r.steps, (11,), "localizer: training", device)
     metrics = validate(model)
     metrics.update({f"untrained_{k}": v for k, v in start.items()})
     if log:
@@ -249,6 +259,7 @@ def train_refiner(
     localizer: Localizer,
     recipe: LocalizerRecipe | None = None,
     log=None,
+    device=None,
 ) -> tuple[Localizer, dict]:
     """Train the refiner on crops around jittered true boxes of ``train_items``' views; report the
     box errors on held-out views before refinement (the localizer alone) and after each pass."""
@@ -273,7 +284,7 @@ def train_refiner(
         photos.append(photo)
         truth.append(box)
     truth = np.array(truth, dtype=np.float64)
-    model = _fit(x, y, r, r.refine_steps, (13,), "refiner: training")
+    model = _fit(x, y, r, r.refine_steps, (13,), "refiner: training", device)
     boxes = predict_boxes(localizer, photos)
     metrics = {f"localizer_{k}": v for k, v in photo_box_errors(boxes, truth).items()}
     for p in range(r.refine_passes):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from lookalike.devices import module_device, resolve_device
 from lookalike.errors import LookalikeError, ModelError
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
 from lookalike.progress import progress_bar
@@ -276,7 +278,7 @@ class _Trainer:
         if mining == "all":
             return lmu.get_all_triplets_indices(labels, ref_labels)
         if mining == "none":  # offline-mined triplets only
-            empty = torch.zeros(0, dtype=torch.long)
+            empty = torch.zeros(0, dtype=torch.long, device=emb.device)
             return empty, empty, empty
         idx = self.miner(emb, labels, ref, ref_labels)
         if len(idx) == 4:  # pair miners (MultiSimilarity): turn their pairs into triplets
@@ -286,9 +288,10 @@ class _Trainer:
     def loss(self, shop_emb, street_emb, batch: CrossDomainBatch, mined_pairs: np.ndarray | None):
         """Triplet loss of one batch: online-mined triplets plus the offline-mined ones in it."""
         r = self.r
-        sl = torch.as_tensor(batch.shop_labels)
-        tl = torch.as_tensor(batch.street_labels)
-        pairs = self._mined_rows(batch, mined_pairs)  # (anchor row, negative row) in the shop block
+        dev = shop_emb.device
+        sl = torch.as_tensor(batch.shop_labels, device=dev)
+        tl = torch.as_tensor(batch.street_labels, device=dev)
+        pairs = self._mined_rows(batch, mined_pairs, dev)  # (anchor row, negative row) in the shop block
         k = r.street_per_identity
         if r.cross_domain:
             # shop anchors; street positives and negatives
@@ -308,7 +311,9 @@ class _Trainer:
             loss = self._triplet(emb, lab, idx)
         if r.class_weight > 0 and self.data.class_labels is not None:
             emb = torch.cat([shop_emb, street_emb])
-            cl = torch.as_tensor(self.data.class_labels[np.concatenate([batch.shop, batch.street])])
+            cl = torch.as_tensor(
+                self.data.class_labels[np.concatenate([batch.shop, batch.street])], device=dev
+            )
             loss = loss + r.class_weight * self.loss_fn(emb, cl, self.class_miner(emb, cl))
         return loss
 
@@ -324,7 +329,7 @@ class _Trainer:
         return tuple(torch.cat([x, y]) for x, y in zip(online, explicit, strict=True))
 
     @staticmethod
-    def _mined_rows(batch: CrossDomainBatch, mined_pairs: np.ndarray | None):
+    def _mined_rows(batch: CrossDomainBatch, mined_pairs: np.ndarray | None, device=None):
         """The offline-mined (anchor, negative) pairs present in this batch, as rows of the shop block."""
         if mined_pairs is None or len(mined_pairs) == 0:
             return None
@@ -337,13 +342,14 @@ class _Trainer:
                 n.append(ineg)
         if not a:
             return None
-        return torch.tensor(a), torch.tensor(n)
+        return torch.tensor(a, device=device), torch.tensor(n, device=device)
 
     # -- offline mining ----------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, model, x: torch.Tensor, bs: int = 1024) -> np.ndarray:
         model.eval()
-        out = np.concatenate([model(x[s : s + bs]).numpy() for s in range(0, len(x), bs)])
+        dev = module_device(model)
+        out = np.concatenate([model(x[s : s + bs].to(dev)).cpu().numpy() for s in range(0, len(x), bs)])
         model.train()
         return out
 
@@ -407,6 +413,72 @@ class _Trainer:
         return out
 
 
+#: the trainer a forked render process works for (set in the parent just before the fork)
+_RENDER_TRAINER: _Trainer | None = None
+
+
+def _render_init() -> None:
+    torch.set_num_threads(1)  # each render process is one core's worth of work
+
+
+def _render_remote(step: int, batch: CrossDomainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    assert _RENDER_TRAINER is not None
+    return _RENDER_TRAINER.render(step, batch)
+
+
+class _Renderer:
+    """Renders the batches of the coming steps ahead of the training loop.
+
+    ``workers == 0``: one background thread renders the next step's batch while the network trains
+    on this one (enough on a 2-core machine, where the network needs the cores too). ``workers > 0``:
+    that many forked processes render up to ``2 * workers`` steps ahead, which is what keeps a GPU
+    busy. A batch depends only on (seed, step) and the offline-mined pairs, so the order in which
+    renders finish never changes what the network sees.
+    """
+
+    def __init__(self, tr: _Trainer, workers: int):
+        self.tr = tr
+        self.pending: dict[int, Future] = {}
+        self.depth = 1
+        self.remote = False
+        if workers > 0 and "fork" in multiprocessing.get_all_start_methods():
+            global _RENDER_TRAINER
+            _RENDER_TRAINER = tr
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"), initializer=_render_init
+            )
+            self.depth, self.remote = 2 * workers, True
+        else:
+            self.pool = ThreadPoolExecutor(max_workers=1)
+
+    def _submit(self, step: int, batch: CrossDomainBatch) -> Future:
+        if self.remote:
+            return self.pool.submit(_render_remote, step, batch)
+        return self.pool.submit(self.tr.render, step, batch)
+
+    def get(self, step: int, batch: CrossDomainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        fut = self.pending.pop(step, None)
+        return fut.result() if fut is not None else self.tr.render(step, batch)
+
+    def prefetch(self, step: int, mined: np.ndarray | None) -> None:
+        """Queue the steps after ``step``, up to the next offline mining round (which changes them)."""
+        tr = self.tr
+        for nxt in range(step + 1, min(step + 1 + self.depth, tr.r.steps)):
+            if tr.offline is not None and tr.offline.due(nxt):
+                break
+            if nxt not in self.pending:
+                self.pending[nxt] = self._submit(nxt, tr.batch_for(nxt, mined)[0])
+
+    def clear(self) -> None:
+        for fut in self.pending.values():
+            fut.cancel()
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.clear()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _lr(r: MetricRecipe, step: int) -> float:
     if step < r.warmup:
         return r.lr * (step + 1) / r.warmup
@@ -423,15 +495,26 @@ def train_metric(
     stop_after: int | None = None,
     progress: bool | None = None,
     log: Callable[[str], None] | None = None,
+    device: str | None = None,
+    workers: int = 0,
 ) -> TrainResult:
     """Train an embedding and write ``out`` (default ``run_dir/model.pt``), a lookalike checkpoint.
 
     Re-running with the same ``run_dir`` resumes from ``run_dir/state.pt``. ``stop_after`` stops
     (after saving state) once that step is reached, which simulates an interruption.
+
+    ``device`` runs the networks (``auto``: a CUDA GPU when there is one; see
+    :mod:`lookalike.devices`); the street views are always rendered on the CPU, by ``workers``
+    processes when ``workers > 0`` (else by one background thread). Neither changes which batches
+    a run sees: they are keyed by (seed, step). On a GPU, results are reproducible up to cuDNN's
+    floating-point order.
     """
     from lookalike.checkpoint import save_checkpoint
 
     r = recipe or MetricRecipe()
+    if workers < 0:
+        raise LookalikeError(f"workers must be 0 (a render thread) or more processes, got {workers}")
+    dev = resolve_device(device)  # before any data loads or files are written
     data = data or fashion_mnist_data(r.limit)
     if r.limit is not None and len(data) > r.limit:
         data = TrainData(
@@ -447,6 +530,9 @@ def train_metric(
     out = Path(out) if out else run_dir / "model.pt"
     torch.set_num_threads(r.threads)
     torch.manual_seed(r.seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     t0 = time.time()
 
     if r.backbone == "smallcnn" and r.pool not in POOLS:  # before the localizer spends minutes
@@ -454,14 +540,14 @@ def train_metric(
     tr = _Trainer(data, r, run_dir)
     localizer_extra = None
     if r.localize:
-        tr.localizer, localizer_extra = _localizer_for(tr, run_dir, log)
+        tr.localizer, localizer_extra = _localizer_for(tr, run_dir, log, dev, workers)
         ref = localizer_extra.get("refiner")
         if ref:
             from lookalike.embedders._localizer import build_localizer
 
             tr.refiner = build_localizer(ref["arch"], ref["state_dict"])
             tr.refine = {"passes": ref["passes"], "margin": ref["margin"]}
-    model = build_model(r.arch(), pretrained=r.pretrained)
+    model = build_model(r.arch(), pretrained=r.pretrained).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     step, history, mined = 0, [], None
     elapsed_before = 0.0
@@ -493,8 +579,7 @@ def train_metric(
         tmp.replace(state_path)
 
     model.train()
-    pool = ThreadPoolExecutor(max_workers=1)
-    pending = None
+    renderer = _Renderer(tr, workers)
     last_val: dict = {}
     if step == 0 and not history:  # the untrained start, for the curves
         last_val = tr.validate(model)
@@ -506,19 +591,13 @@ def train_metric(
         while step < r.steps:
             if tr.offline is not None and tr.offline.due(step):
                 mined = tr.mine_offline(model, step)
-                pending = None
+                renderer.clear()  # batches after a mining round contain its pairs
             batch, pairs = tr.batch_for(step, mined)
-            if pending is not None and pending[0] == step:
-                shop_x, street_x = pending[1].result()
-            else:
-                shop_x, street_x = tr.render(step, batch)
-            nxt = step + 1
-            if nxt < r.steps and not (tr.offline is not None and tr.offline.due(nxt)):
-                nb, _ = tr.batch_for(nxt, mined)
-                pending = (nxt, pool.submit(tr.render, nxt, nb))
+            shop_x, street_x = renderer.get(step, batch)
+            renderer.prefetch(step, mined)
             for g in opt.param_groups:
                 g["lr"] = _lr(r, step)
-            emb = model(torch.cat([shop_x, street_x]))
+            emb = model(torch.cat([shop_x, street_x]).to(dev, non_blocking=True))
             loss = tr.loss(emb[: len(shop_x)], emb[len(shop_x) :], batch, pairs)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -537,12 +616,13 @@ def train_metric(
                 save_state()
             if stop_after is not None and step >= stop_after and step < r.steps:
                 save_state()
-                pool.shutdown(wait=True)
+                renderer.close()
                 return TrainResult(state_path, last_val, history, None, elapsed_before + time.time() - t0)
-    pool.shutdown(wait=True)
+    renderer.close()
     seconds = elapsed_before + time.time() - t0
     metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}
     metrics["train_seconds"] = round(seconds, 1)
+    metrics["train_device"] = str(dev)
     save_checkpoint(
         out,
         kind="metric",
@@ -559,9 +639,12 @@ def train_metric(
     return TrainResult(out, metrics, history, curves, seconds)
 
 
-def _localizer_for(tr: _Trainer, run_dir: Path, log) -> tuple[torch.nn.Module, dict]:
-    """Train the run's localizer (and its refiner) on the training items, or load them from an
-    interrupted run."""
+def _localizer_for(
+    tr: _Trainer, run_dir: Path, log, device=None, workers: int = 0
+) -> tuple[torch.nn.Module, dict]:
+    """Train the run's localizer (and its refiner) on the training items (on ``device``), or load
+    them from an interrupted run. The trainer gets them on the CPU: it only finds items in real
+    street photos, inside the render workers."""
     from lookalike.embedders._localizer import build_localizer
     from lookalike.train.metric.localizer import LocalizerRecipe, train_localizer, train_refiner
 
@@ -573,32 +656,36 @@ def _localizer_for(tr: _Trainer, run_dir: Path, log) -> tuple[torch.nn.Module, d
         refine_views=r.localizer_views,
         refine_steps=r.localizer_steps,
         seed=r.seed,
-        workers=r.threads,
+        workers=max(r.threads, workers),
     )
     path = run_dir / "localizer.pt"
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = build_localizer(saved["arch"], saved["state_dict"])
     else:
-        model, metrics = train_localizer(tr.data.images, tr.train_items, tr.val_items, lr, log=log)
+        model, metrics = train_localizer(
+            tr.data.images, tr.train_items, tr.val_items, lr, log=log, device=device
+        )
         saved = {
             "arch": {"widths": list(model.widths)},
-            "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "metrics": metrics,
             "recipe": json.loads(json.dumps(asdict(lr), default=list)),
         }
         _save_atomic(saved, path)
     if lr.refine and not saved.get("refiner"):
-        refiner, metrics = train_refiner(tr.data.images, tr.train_items, tr.val_items, model, lr, log=log)
+        refiner, metrics = train_refiner(
+            tr.data.images, tr.train_items, tr.val_items, model, lr, log=log, device=device
+        )
         saved["refiner"] = {
             "arch": {"widths": list(refiner.widths)},
-            "state_dict": {k: v.detach().clone() for k, v in refiner.state_dict().items()},
+            "state_dict": {k: v.detach().cpu().clone() for k, v in refiner.state_dict().items()},
             "margin": lr.refine_margin,
             "passes": lr.refine_passes,
             "metrics": metrics,
         }
         _save_atomic(saved, path)
-    return model, saved
+    return model.cpu(), saved
 
 
 def _save_atomic(obj, path: Path) -> None:

@@ -136,13 +136,18 @@ def train_vae(
     *,
     progress: bool = True,
     log=None,
+    device: str | None = None,
 ) -> TrainResult:
     """Train one latent variable model on uint8 images (n, h, w[, c]); no labels needed.
 
-    ``log`` (optional callable taking a str) receives one line per epoch.
+    ``log`` (optional callable taking a str) receives one line per epoch. ``device``: where the
+    network trains (``auto``: a CUDA GPU when there is one; see :mod:`lookalike.devices`).
     """
+    from lookalike.devices import resolve_device
+
     config = config or VAETrainConfig()
     _validate(config, len(images))
+    dev = resolve_device(device)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -153,9 +158,9 @@ def train_vae(
     n_val = max(2, min(2000, int(len(images) * config.val_fraction))) if len(images) >= 40 else 2
     order = rng.permutation(len(images))
     val_idx, train_idx = order[:n_val], order[n_val:]
-    x_val = to_tensor(images[np.sort(val_idx)], config.in_channels, config.resolution)
+    x_val = to_tensor(images[np.sort(val_idx)], config.in_channels, config.resolution).to(dev)
 
-    model = build_model(config.model_arch())
+    model = build_model(config.model_arch()).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     steps_per_epoch = max(1, math.ceil(len(train_idx) / config.batch_size))
     total_steps = steps_per_epoch * config.epochs
@@ -164,7 +169,7 @@ def train_vae(
     )
     fixed_z = torch.randn(
         config.grid_size**2, config.latent_dim, generator=torch.Generator().manual_seed(1234)
-    )
+    ).to(dev)
     frames = []
     history: dict[str, Any] = {"step": [], "loss": [], "recon": [], "kl": [], "mmd": [], "epochs": []}
     step = 0
@@ -179,7 +184,7 @@ def train_vae(
                 batch = perm[start : start + config.batch_size]
                 if len(batch) < 2:
                     continue
-                xb = to_tensor(images[np.sort(batch)], config.in_channels, config.resolution)
+                xb = to_tensor(images[np.sort(batch)], config.in_channels, config.resolution).to(dev)
                 terms = model.objective(xb, step)
                 opt.zero_grad(set_to_none=True)
                 terms["loss"].backward()
@@ -197,7 +202,7 @@ def train_vae(
             val["seconds"] = round(time.monotonic() - started, 1)
             history["epochs"].append(val)
             with torch.no_grad():
-                frames.append(_frame(model.decode(fixed_z), config.grid_size, epoch))
+                frames.append(_frame(model.decode(fixed_z).cpu(), config.grid_size, epoch))
             if log:
                 extra = f" kl={val['kl']:.2f}" if "kl" in val else ""
                 log(
@@ -210,6 +215,7 @@ def train_vae(
     metrics = {k: final[k] for k in ("recon", "mse", "active_units", "kl", "kl_per_dim") if k in final}
     metrics["train_seconds"] = round(time.monotonic() - started, 1)
     metrics["train_images"] = int(len(train_idx))
+    metrics["train_device"] = str(dev)
     gif = out_dir / "epochs.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=600, loop=0, optimize=True)
     curves = plot_curves(
