@@ -265,6 +265,15 @@ def test_protected_catalog_asks_for_the_key_and_then_searches(
     assert sum(p.startswith("/v1/images/") for p in paths) >= 24  # two grids of thumbnails
     assert {(key, status) for _, key, status in after_key} == {(KEY, 200)}
 
+    # the footer's stats link sends the key too: the new tab shows the JSON, not a bare 401
+    with context.expect_page() as opened:
+        page.click("#stats-link")
+    stats = opened.value
+    stats.wait_for_load_state()
+    until(stats, lambda: '"products": 300' in stats.inner_text("body"), stats.url)
+    assert stats.url.startswith("blob:") and sent[-1] == ("/v1/stats", KEY, 200)
+    stats.close()
+
     page.reload()  # the key lasts as long as the tab
     page.wait_for_selector("#catalog-info:has-text('300 products')")
     assert page.is_hidden("#key-form")

@@ -29,7 +29,8 @@ TINY = dict(
 )
 
 
-def test_short_training_beats_its_untrained_start(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_short_training_beats_its_untrained_start(tmp_path, precision):
     # about a minute on 2 cores: 1,350 products, easy street views (difficulty 0: centred, upright,
     # but on random backgrounds and tints), validated on 150 held-out products among 450
     recipe = MetricRecipe(
@@ -46,6 +47,7 @@ def test_short_training_beats_its_untrained_start(tmp_path):
         steps=60,
         difficulty=0.0,
         val_difficulty=0.0,
+        precision=precision,
     )
     res = train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False)
     start, end = res.history[0], res.history[-1]
@@ -55,9 +57,15 @@ def test_short_training_beats_its_untrained_start(tmp_path):
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, precision):
     recipe = MetricRecipe(
-        **(TINY | dict(checkpoint_every=2)), steps=6, offline_every=3, offline_pool=64, seed=3
+        **(TINY | dict(checkpoint_every=2)),
+        steps=6,
+        offline_every=3,
+        offline_pool=64,
+        seed=3,
+        precision=precision,
     )
     full = train_metric(recipe=recipe, run_dir=tmp_path / "a", progress=False)
     part = train_metric(recipe=recipe, run_dir=tmp_path / "b", progress=False, stop_after=4)
@@ -111,6 +119,9 @@ def test_checkpoint_round_trip_gives_identical_embeddings(tmp_path, pool):
 def test_an_unknown_pooling_is_refused_before_any_training(tmp_path):
     with pytest.raises(ModelError, match="unknown pooling 'median'"):
         train_metric(recipe=MetricRecipe(**TINY, steps=3, pool="median"), run_dir=tmp_path, progress=False)
+    assert not (tmp_path / "state.pt").exists()
+    with pytest.raises(LookalikeError, match="unknown precision 'fp8'"):
+        train_metric(recipe=MetricRecipe(**TINY, steps=3, precision="fp8"), run_dir=tmp_path, progress=False)
     assert not (tmp_path / "state.pt").exists()
 
 

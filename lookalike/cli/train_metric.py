@@ -103,6 +103,13 @@ def train_metric_cmd(
         float, typer.Option(min=0.0, help="Scale of the box jitter on training crops (localizer errors).")
     ] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="fp32, or bf16: bfloat16 autocast (about 2x faster steps on CPUs with AVX512-BF16/AMX "
+            "and on recent GPUs; weights and loss stay float32)."
+        ),
+    ] = "fp32",
     device: Annotated[
         str | None, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.")
     ] = None,
@@ -153,6 +160,7 @@ def train_metric_cmd(
         refine=refine,
         crop_jitter=crop_jitter,
         polarity=polarity,
+        precision=precision,
         seed=seed,
         command="lookalike " + shlex.join(sys.argv[1:]),
     )

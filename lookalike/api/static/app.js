@@ -26,6 +26,7 @@ const els = {
   keyInput: $("key-input"),
   keyState: $("key-state"),
   keyForget: $("key-forget"),
+  statsLink: $("stats-link"),
 };
 
 const ERROR_TITLES = {
@@ -370,6 +371,23 @@ els.keyForm.addEventListener("submit", async (e) => {
   if ((await loadStats()) && lastQuery) runSearch();
 });
 els.keyForget.addEventListener("click", () => { storeKey(""); loadStats(); });
+// A plain link cannot send the key: with one, fetch the stats and show them in the new tab as a blob
+els.statsLink.addEventListener("click", async (e) => {
+  if (!apiKey) return; // open catalogs: the link works as it is
+  e.preventDefault();
+  const tab = window.open("", "_blank"); // now, while the click still counts (popup blockers)
+  try {
+    const r = await api("/v1/stats");
+    if (!r.ok) throw await readError(r);
+    const text = JSON.stringify(await r.json(), null, 2);
+    const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+    if (tab) tab.location.href = url; else window.location.href = url;
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (err) {
+    if (tab) tab.close();
+    if (AUTH_CODES.has(err.code)) askForKey(err.code); else showError(err.code, err.message || String(err));
+  }
+});
 
 for (const type of ["dragenter", "dragover"]) {
   els.drop.addEventListener(type, (e) => { e.preventDefault(); els.drop.classList.add("dragging"); });
