@@ -35,8 +35,21 @@ def _consistency(db) -> dict:
 
 
 def _index_cmd(db, limit):
-    return [sys.executable, "-m", "lookalike.cli", "index", "fashion-mnist:train", "--db", str(db),
-            "--model", "pixels", "--limit", str(limit), "--batch-size", "200"]
+    return [
+        sys.executable,
+        "-m",
+        "lookalike.cli",
+        "index",
+        "fashion-mnist:train",
+        "--db",
+        str(db),
+        "--model",
+        "pixels",
+        "--limit",
+        str(limit),
+        "--batch-size",
+        "200",
+    ]
 
 
 @pytest.mark.timeout(300)
