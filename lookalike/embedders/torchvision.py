@@ -30,6 +30,7 @@ class TorchvisionEmbedder(Embedder):
         from lookalike.devices import resolve_device
         from lookalike.embedders._metric_net import TorchvisionBackbone, load_backbone_weights
 
+        self.device = resolve_device(device)  # a device this machine lacks fails before a download
         self.name = f"torchvision:{arch}" + (f"@{weights_file}" if weights_file else "")
         self.size = size
         self._torch = torch
@@ -47,7 +48,6 @@ class TorchvisionEmbedder(Embedder):
                     "when offline, pass a local "
                     f"file: torchvision:{arch}@/path/to/weights.pth"
                 ) from None
-        self.device = resolve_device(device)
         self.model = backbone.eval().to(self.device)
         self.dim = int(backbone.out_dim)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
