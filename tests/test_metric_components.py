@@ -69,6 +69,42 @@ def test_loss_wiring_matches_pytorch_metric_learning_and_hand_computation(tmp_pa
     ) / 2
     assert float(ours) == pytest.approx(float(expected), rel=1e-5)
 
+    # the class-level terms, on the categories of the batch's shop and street images together
+    emb = torch.cat([shop, street])
+    cl = torch.as_tensor(tr.data.class_labels[np.concatenate([batch.shop, batch.street])])
+    recipe = MetricRecipe(
+        mining="semihard", symmetric=True, street_per_identity=2, margin=0.3, class_weight=0.5
+    )
+    tr = _Trainer(_tiny_data(), recipe, tmp_path)
+    assert tr.class_proxy is None  # "triplet" is the default class loss
+    class_term = loss_fn(emb, cl, miner(emb, cl))
+    assert float(class_term) > 0
+    assert float(tr.loss(shop, street, batch, None)) == pytest.approx(
+        float(expected + 0.5 * class_term), rel=1e-5
+    )
+    recipe = MetricRecipe(
+        mining="semihard",
+        symmetric=True,
+        street_per_identity=2,
+        margin=0.3,
+        class_weight=0.5,
+        class_loss="proxy",
+    )
+    tr = _Trainer(_tiny_data(), recipe, tmp_path)
+    assert tr.class_proxy.W.shape == (128, 10)  # one learned proxy per Fashion-MNIST category
+    tr.class_proxy.W.data = torch.nn.functional.pad(torch.eye(8), (0, 2, 0, 0))  # 8-d test vectors
+    proxy = losses.NormalizedSoftmaxLoss(10, 8, temperature=0.05)
+    proxy.W.data = tr.class_proxy.W.data.clone()
+    proxy_term = proxy(emb, cl)
+    assert proxy_term.item() > 0
+    assert tr.loss(shop, street, batch, None).item() == pytest.approx(
+        (expected + 0.5 * proxy_term).item(), rel=1e-5
+    )
+    # by hand: cross-entropy of cosine(embedding, proxy) / temperature
+    logits = torch.nn.functional.normalize(emb, dim=1) @ torch.nn.functional.normalize(proxy.W.data, dim=0)
+    by_hand = torch.nn.functional.cross_entropy(logits / 0.05, cl)
+    assert proxy_term.item() == pytest.approx(float(by_hand), rel=1e-5)
+
 
 def test_offline_mined_triplets_enter_the_loss(tmp_path):
     torch.manual_seed(1)

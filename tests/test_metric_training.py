@@ -57,15 +57,24 @@ def test_short_training_beats_its_untrained_start(tmp_path, precision):
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_resumed_run_equals_uninterrupted_run(tmp_path, precision):
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(precision="fp32"),
+        dict(precision="bf16"),
+        # the class proxies are trained too: they must be saved and restored with the network
+        dict(precision="fp32", class_weight=0.5, class_loss="proxy"),
+    ],
+    ids=["fp32", "bf16", "class-proxy"],
+)
+def test_resumed_run_equals_uninterrupted_run(tmp_path, variant):
     recipe = MetricRecipe(
         **(TINY | dict(checkpoint_every=2)),
         steps=6,
         offline_every=3,
         offline_pool=64,
         seed=3,
-        precision=precision,
+        **variant,
     )
     full = train_metric(recipe=recipe, run_dir=tmp_path / "a", progress=False)
     part = train_metric(recipe=recipe, run_dir=tmp_path / "b", progress=False, stop_after=4)
@@ -122,6 +131,13 @@ def test_an_unknown_pooling_is_refused_before_any_training(tmp_path):
     assert not (tmp_path / "state.pt").exists()
     with pytest.raises(LookalikeError, match="unknown precision 'fp8'"):
         train_metric(recipe=MetricRecipe(**TINY, steps=3, precision="fp8"), run_dir=tmp_path, progress=False)
+    assert not (tmp_path / "state.pt").exists()
+    with pytest.raises(LookalikeError, match="unknown class loss 'arcface'"):
+        train_metric(
+            recipe=MetricRecipe(**TINY, steps=3, class_weight=0.5, class_loss="arcface"),
+            run_dir=tmp_path,
+            progress=False,
+        )
     assert not (tmp_path / "state.pt").exists()
 
 

@@ -71,7 +71,16 @@ def train_metric_cmd(
     offline_every: Annotated[int, typer.Option(help="Offline hard mining every N steps (0 = off).")] = 0,
     offline_pool: Annotated[int, typer.Option(help="Identities embedded per offline mining round.")] = 4096,
     offline_kind: Annotated[str, typer.Option(help="Offline negatives: hard or semihard.")] = "hard",
-    class_weight: Annotated[float, typer.Option(help="Weight of an extra class-level triplet loss.")] = 0.0,
+    class_weight: Annotated[
+        float, typer.Option(help="Weight of an extra class-level loss (needs category labels).")
+    ] = 0.0,
+    class_loss: Annotated[
+        str,
+        typer.Option(
+            help="The class-level loss: triplet (semi-hard class triplets in the batch) or proxy "
+            "(a learned proxy vector per category, NormalizedSoftmax)."
+        ),
+    ] = "triplet",
     aug_size: Annotated[
         str, typer.Option(help="Street view size range (min,max) in pixels while training.")
     ] = "48,192",
@@ -148,6 +157,7 @@ def train_metric_cmd(
         offline_pool=offline_pool,
         offline_kind=offline_kind,
         class_weight=class_weight,
+        class_loss=class_loss,
         aug_size=size,
         curriculum=curriculum,
         difficulty=difficulty,

@@ -34,6 +34,10 @@ from lookalike.train.metric.samplers import CrossDomainBatch, CrossDomainSampler
 #: channels-last layout; weights, optimiser and loss stay float32)
 PRECISIONS = ("fp32", "bf16")
 
+#: the extra class-level loss: "triplet" (semi-hard class triplets in the batch) or "proxy"
+#: (pytorch-metric-learning's NormalizedSoftmaxLoss: a learned proxy vector per category)
+CLASS_LOSSES = ("triplet", "proxy")
+
 #: online miners; "all" = every triplet in the batch, "none" = offline-mined triplets only
 ONLINE_MINERS = ("semihard", "hard", "random", "batchhard", "multisimilarity", "all", "none")
 
@@ -62,7 +66,8 @@ class MetricRecipe:
     offline_pool: int = 4096
     offline_kind: str = "hard"
     offline_fraction: float = 0.5  # share of each batch's identities that come from mined pairs
-    class_weight: float = 0.0  # weight of an extra class-level triplet loss (needs class labels)
+    class_weight: float = 0.0  # weight of an extra class-level loss (needs class labels)
+    class_loss: str = "triplet"  # one of CLASS_LOSSES: semi-hard triplets or one proxy per class
     aug_size: tuple[int, int] = (32, 128)
     curriculum: int = 0  # steps over which the street views ramp from easy to fully hard (0 = hard)
     difficulty: float = 1.0  # final difficulty of the street views (0..1)
@@ -272,6 +277,13 @@ class _Trainer:
         self.class_miner = miners.TripletMarginMiner(
             margin=r.margin, distance=dist, type_of_triplets="semihard"
         )
+        if r.class_loss not in CLASS_LOSSES:
+            choices = ", ".join(CLASS_LOSSES)
+            raise LookalikeError(f"unknown class loss {r.class_loss!r} (choose from {choices})")
+        self.class_proxy = None
+        if r.class_loss == "proxy" and r.class_weight > 0 and self.data.class_labels is not None:
+            n_classes = int(np.max(self.data.class_labels)) + 1
+            self.class_proxy = losses.NormalizedSoftmaxLoss(n_classes, r.dim, temperature=0.05)
 
     def _mine(self, emb, labels, ref=None, ref_labels=None):
         """Online triplets (anchor rows in ``emb``, positive/negative rows in ``ref`` or ``emb``)."""
@@ -319,7 +331,10 @@ class _Trainer:
             cl = torch.as_tensor(
                 self.data.class_labels[np.concatenate([batch.shop, batch.street])], device=dev
             )
-            loss = loss + r.class_weight * self.loss_fn(emb, cl, self.class_miner(emb, cl))
+            if self.class_proxy is not None:
+                loss = loss + r.class_weight * self.class_proxy(emb, cl)
+            else:
+                loss = loss + r.class_weight * self.loss_fn(emb, cl, self.class_miner(emb, cl))
         return loss
 
     def _triplet(self, emb, labels, idx, ref=None, ref_labels=None):
@@ -560,7 +575,11 @@ def train_metric(
     model = build_model(r.arch(), pretrained=r.pretrained).to(dev)
     if fast:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    groups = [{"params": list(model.parameters())}]
+    if tr.class_proxy is not None:  # the class proxies learn with the network, without weight decay
+        tr.class_proxy.to(dev)
+        groups.append({"params": list(tr.class_proxy.parameters()), "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=r.lr, weight_decay=r.weight_decay)
     step, history, mined = 0, [], None
     elapsed_before = 0.0
     state_path = run_dir / "state.pt"
@@ -570,6 +589,8 @@ def train_metric(
             raise LookalikeError(f"{state_path} belongs to a run with another recipe; use a new --run-dir")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if tr.class_proxy is not None:
+            tr.class_proxy.load_state_dict(state["class_proxy"])
         step, history = state["step"], json.loads(state["history"])
         mined = state["mined"].numpy() if state.get("mined") is not None else None
         elapsed_before = state.get("elapsed", 0.0)
@@ -584,6 +605,7 @@ def train_metric(
                 "step": step,
                 "history": json.dumps(history),
                 "mined": None if mined is None else torch.as_tensor(mined),
+                "class_proxy": None if tr.class_proxy is None else tr.class_proxy.state_dict(),
                 "elapsed": elapsed_before + time.time() - t0,
             },
             tmp,
