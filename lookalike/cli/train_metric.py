@@ -78,9 +78,9 @@ def train_metric_cmd(
         str,
         typer.Option(
             help="The class-level loss: triplet (semi-hard class triplets in the batch) or proxy "
-            "(a learned proxy vector per category, NormalizedSoftmax)."
+            "(a learned proxy vector per category, NormalizedSoftmax; the shipped model's)."
         ),
-    ] = "triplet",
+    ] = "proxy",
     aug_size: Annotated[
         str, typer.Option(help="Street view size range (min,max) in pixels while training.")
     ] = "48,192",

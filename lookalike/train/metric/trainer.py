@@ -747,7 +747,7 @@ def save_curves(history: list[dict], path: Path) -> Path:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     a1.plot(steps[: len(smooth)] + w - 1, smooth)
     a1.set_xlabel("step")
-    a1.set_ylabel("triplet loss")
+    a1.set_ylabel("loss (smoothed)")
     a1.set_title("training loss")
     for key in ("val_R@1", "val_R@10", "val_class_R@1"):
         pts = sorted((h["step"], h[key]) for h in history if key in h)
