@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_train_variants.py --variants base,class-proxy,class-proxy-w1 \
         --steps 300 --out runs/bench_variants
+    .venv/bin/python bench/bench_train_variants.py --variants fp32,base --steps 300  # precision
 
 Every variant trains the previous default model's recipe (bf16, 128 identities, one street view
 each, the 24-48-96-192 grid network, a class-level *triplet* term of weight 0.5) for ``--steps``
@@ -45,6 +46,7 @@ BASE = dict(
 
 VARIANTS = {
     "base": {},
+    "fp32": {"precision": "fp32"},  # float32 training passes: speed and quality against bf16
     "class-proxy": {"class_loss": "proxy"},
     "class-proxy-w1": {"class_loss": "proxy", "class_weight": 1.0},
     "class-triplet-w1": {"class_weight": 1.0},
@@ -88,14 +90,19 @@ def main() -> None:
         "LOOKALIKE_BENCH_MACHINE", f"{os.cpu_count()}-core {platform.machine()} VM, no GPU"
     )
     print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}, {args.steps}-step schedule\n")
-    print("| variant | change | wall | val R@1 | val R@10 | val class R@1 | class level R@1 | mAP@R |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| variant | change | wall | s/step | val R@1 | val R@10 | val class R@1 "
+        "| class-level R@1 | class-level mAP@R |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    steps_run = args.stop_after or args.steps
     for r in rows:
         change = f"`{json.dumps(VARIANTS[r['variant']])}`" if VARIANTS[r["variant"]] else "—"
         cl = r.get("class_level_R@1")
         extra = f"{cl:.3f} | {r['class_level_mAP@R']:.3f}" if cl is not None else "— | —"
         print(
-            f"| {r['variant']} | {change} | {r['seconds']:.0f} s | {r['val_R@1']:.3f} | "
+            f"| {r['variant']} | {change} | {r['seconds']:.0f} s | {r['seconds'] / steps_run:.2f} | "
+            f"{r['val_R@1']:.3f} | "
             f"{r['val_R@10']:.3f} | {r['val_class_R@1']:.3f} | {extra} |"
         )
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
