@@ -49,6 +49,7 @@ VARIANTS = {
     "fp32": {"precision": "fp32"},  # float32 training passes: speed and quality against bf16
     "class-proxy": {"class_loss": "proxy"},
     "class-proxy-w1": {"class_loss": "proxy", "class_weight": 1.0},
+    "class-proxy-w0.25": {"class_loss": "proxy", "class_weight": 0.25},
     "class-triplet-w1": {"class_weight": 1.0},
     "no-class": {"class_weight": 0.0},
 }
