@@ -1,6 +1,10 @@
 """Benchmark street-to-shop retrieval on Fashion-MNIST: pixels against trained metric models.
 
     .venv/bin/python bench/bench_metric.py --models pixels,default --out runs/bench_metric
+    .venv/bin/python bench/bench_metric.py --models pixels,default --rerank 100 --out runs/bench_rerank
+
+``--rerank N`` also scores every model with its first N results re-ranked by alignment
+(:mod:`lookalike.rerank`), as ``"<model> +rerank"``.
 
 Tables:
 * class level: the 10k clean test images as queries against the 60k train gallery (R@1, mAP@R);
@@ -65,13 +69,22 @@ def machine() -> str:
 
 
 def run_protocols(
-    models: list[str], queries: int | None, out: Path, seed: int, command: str, distractors: int | None = None
+    models: list[str],
+    queries: int | None,
+    out: Path,
+    seed: int,
+    command: str,
+    distractors: int | None = None,
+    rerank: int = 0,
 ) -> dict:
+    from lookalike.rerank import AlignmentReranker
+
     doc: dict = {}
+    reranker = AlignmentReranker(depth=rerank) if rerank else None
     for name, build in (("class-level", class_level), ("street-to-shop", street_to_shop)):
         t0 = time.time()
         q, g = build(queries, seed, distractors)
-        res = evaluate(models, q, g, protocol=name)
+        res = evaluate(models, q, g, protocol=name, rerank=reranker)
         write_report(res, out, q, g, title=f"{name} evaluation", command=command, seed=seed)
         doc[name] = res.to_dict() | {"wall_seconds": round(time.time() - t0, 1)}
         if name == "street-to-shop":
@@ -165,6 +178,9 @@ def main() -> None:
     ap.add_argument("--only", default="", help="ablation: comma-separated variant names")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--distractors", type=int, default=None, help="smoke tests: sample N distractors only")
+    ap.add_argument(
+        "--rerank", type=int, default=0, help="also score every model with its first N results re-ranked"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +194,9 @@ def main() -> None:
         )
         table = ablation_table(doc)
     else:
-        doc = run_protocols(args.models.split(","), args.queries, out, args.seed, command, args.distractors)
+        doc = run_protocols(
+            args.models.split(","), args.queries, out, args.seed, command, args.distractors, args.rerank
+        )
         table = "\n\n".join(
             f"### {name}\n\n" + markdown_table(_as_result(d))
             for name, d in doc.items()

@@ -8,13 +8,14 @@ for hit in cat.search("street-photo.jpg", k=5, filters={"category": "Bag"}):
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,14 @@ class Hit:
     image_id: int
     title: str | None
     category: str | None
+    #: with re-ranking (``search(..., rerank=N)``): how well the image aligns with the photo, 0..1
+    alignment: float | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["alignment"] is None:
+            del d["alignment"]
+        return d
 
 
 @dataclass
@@ -413,11 +419,64 @@ class Catalog:
         return self.embedder(model).embed_image(loaded.image)
 
     def search(
-        self, query: ImageInput, k: int = 10, filters: dict[str, str] | None = None, model: str | None = None
+        self,
+        query: ImageInput,
+        k: int = 10,
+        filters: dict[str, str] | None = None,
+        model: str | None = None,
+        *,
+        rerank: int = 0,
     ) -> list[Hit]:
-        """Top-k products for an image (PIL image, path, http(s) URL or bytes)."""
+        """Top-k products for an image (PIL image, path, http(s) URL or bytes).
+
+        ``rerank=N`` verifies the first N products' images against the photo by alignment and
+        re-orders them (:mod:`lookalike.rerank`): slower (about 15 ms per 100 on 2 cores), more
+        often the exact product first for customer photos.
+        """
         model = model or self.model
-        return self.search_vector(self.embed_query(query, model), k=k, filters=filters, model=model)
+        if isinstance(query, np.ndarray):
+            query = Image.fromarray(query)
+        image = load_image(query, settings=self.settings).image
+        vector = self.embedder(model).embed_image(image)
+        if not rerank:
+            return self.search_vector(vector, k=k, filters=filters, model=model)
+        return self.search_reranked(image, vector, k=k, filters=filters, model=model, rerank=rerank)
+
+    def search_reranked(
+        self,
+        image: Image.Image,
+        vector: np.ndarray,
+        k: int = 10,
+        filters: dict[str, str] | None = None,
+        model: str | None = None,
+        *,
+        rerank: int = 100,
+    ) -> list[Hit]:
+        """:meth:`search_vector` for the first ``max(k, rerank)`` products, the first ``rerank`` of
+        them re-ordered by alignment with ``image``; each verified hit carries its ``alignment``."""
+        from lookalike.rerank import AlignmentReranker
+
+        if not 1 <= k <= 1000:
+            raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
+        reranker = AlignmentReranker(depth=rerank)
+        model = model or self.model
+        hits = self.search_vector(vector, k=max(k, rerank), filters=filters, model=model)
+        d = min(rerank, len(hits))
+        # an image deleted since the search has no thumbnail: it aligns with nothing (0)
+        blank = Image.new("L", (1, 1))
+        thumbs = [
+            Image.open(io.BytesIO(data)) if (data := self.store.get_thumbnail(h.image_id)) else blank
+            for h in hits[:d]
+        ]
+        box = self.embedder(model).locate([image])[0]
+        order, align = reranker.rerank(image, thumbs, [h.score for h in hits], box)
+        out = []
+        for i in order[:k]:
+            h = hits[int(i)]
+            if i < d:
+                h = replace(h, alignment=round(float(align[i]), 6))
+            out.append(h)
+        return out
 
     def search_vector(
         self,

@@ -155,6 +155,30 @@ def test_search_raw_image_body_and_multipart_filters(client, fmnist_test):
     assert {h["category"] for h in r.json()["results"]} == {"Bag"}
 
 
+def test_search_rerank_in_every_input_mode(client, fmnist_test):
+    """rerank=N verifies the first N products by alignment: each hit then carries its alignment and
+    the hits come in order of score + alignment; the query string, form field and JSON body agree."""
+    images, _ = fmnist_test
+    data = photo_bytes(images[42], "JPEG", size=96, angle=8)
+    docs = [
+        upload(client, data, name="p.jpg", mime="image/jpeg", k="5", rerank="30").json(),
+        client.post("/v1/search?k=5&rerank=30", content=data, headers={"Content-Type": "image/jpeg"}).json(),
+        client.post(
+            "/v1/search", json={"image_base64": base64.b64encode(data).decode(), "k": 5, "rerank": 30}
+        ).json(),
+    ]
+    for doc in docs:
+        hits = doc["results"]
+        assert len(hits) == 5 and all(0 <= h["alignment"] <= 1 for h in hits), doc
+        fused = [h["score"] + h["alignment"] for h in hits]
+        assert fused == sorted(fused, reverse=True)
+        assert hits[0]["product_id"] == "fmnist-test-42"
+    assert [h["product_id"] for h in docs[1]["results"]] == [h["product_id"] for h in docs[0]["results"]]
+    assert [h["product_id"] for h in docs[2]["results"]] == [h["product_id"] for h in docs[0]["results"]]
+    plain = upload(client, data, name="p.jpg", mime="image/jpeg", k="5").json()
+    assert all("alignment" not in h for h in plain["results"])
+
+
 def test_search_by_url_refuses_loopback_by_default(client, fmnist_test):
     png = photo_bytes(fmnist_test[0][11])
     with image_server({"item.png": png}) as base:
@@ -300,6 +324,12 @@ INVALID_SEARCHES = [
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"k": "0"}},
     {"files": {"photo": ("a.png", b"x", "image/png")}},
     {"json": {"product_id": "fmnist-test-1", "model": "trained:/etc/passwd"}},  # only the catalog's models
+    {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "201"}},
+    {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "-1"}},
+    {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "many"}},
+    {"params": {"rerank": "5000"}, "content": b"x", "headers": {"Content-Type": "image/png"}},
+    {"json": {"image_url": "https://shop.example/a.jpg", "rerank": 1000}},
+    {"json": {"product_id": "fmnist-test-1", "rerank": 10}},  # no photo to check against
 ]
 
 

@@ -117,15 +117,18 @@ def parse_filters(category: str | None, items: list[str] | None) -> dict[str, st
     return check_filters(out)
 
 
-def parse_k(value: str | int | None, default: int = 10, max_k: int = 100) -> int:
+def parse_k(
+    value: str | int | None, default: int = 10, max_k: int = 100, *, name: str = "k", low: int = 1
+) -> int:
+    """A form field holding a count (``k``, ``rerank``): an integer in ``low..max_k``."""
     if value is None or value == "":
         return default
     try:
         k = int(value)
     except (TypeError, ValueError):
-        raise InvalidRequest(f"k must be an integer, got {value!r}") from None
-    if not 1 <= k <= max_k:
-        raise InvalidRequest(f"k must be between 1 and {max_k}, got {k}")
+        raise InvalidRequest(f"{name} must be an integer, got {value!r}") from None
+    if not low <= k <= max_k:
+        raise InvalidRequest(f"{name} must be between {low} and {max_k}, got {k}")
     return k
 
 

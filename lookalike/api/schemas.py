@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 #: product ids: 1-128 letters/digits (any script) and . _ : @ + = ~ - or space; no slash, no control
 #: characters, and not starting with punctuation or space
@@ -12,8 +12,13 @@ PRODUCT_ID_PATTERN = r"^\w[\w.:@+=~ -]{0,127}$"
 MAX_K = 100
 MAX_IMAGES_PER_PRODUCT = 10
 MAX_FILTERS = 8
+MAX_RERANK = 200  # products a search may verify by alignment (lookalike.rerank)
 MAX_PAGE = 500  # products per page of GET /v1/products
 
+RERANK_DESCRIPTION = (
+    "Re-rank the first N products by how well their image aligns with the photo (0: off; about "
+    "15 ms per 100 on 2 cores). Finds the exact product first more often for customer photos."
+)
 FILTERS_DESCRIPTION = (
     "Only products whose `category` or attribute equals the value, e.g. "
     '`{"category": "Bag"}` or `{"split": "test"}`.'
@@ -44,6 +49,18 @@ class HitPublic(BaseModel):
     title: str | None = None
     category: str | None = None
     thumbnail_url: str = Field(description="Relative URL of the matched image's thumbnail.")
+    alignment: float | None = Field(
+        None,
+        description="With `rerank`: how well the image aligns with the photo (0..1); the verified "
+        "hits are ordered by score + alignment. Absent without rerank.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_alignment(self, handler):
+        data = handler(self)
+        if data.get("alignment") is None:
+            data.pop("alignment", None)
+        return data
 
 
 class SearchResponse(BaseModel):
@@ -86,6 +103,7 @@ class SearchRequest(BaseModel):
         None, pattern=PRODUCT_ID_PATTERN, description="Find products that look like this catalog product."
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many products to return.")
+    rerank: int = Field(0, ge=0, le=MAX_RERANK, description=RERANK_DESCRIPTION)
     filters: dict[str, str] | None = Field(None, max_length=MAX_FILTERS, description=FILTERS_DESCRIPTION)
     model: str | None = Field(
         None, max_length=200, description="One of the models the catalog was indexed with (default: its own)."
@@ -113,6 +131,8 @@ class SearchRequest(BaseModel):
                 "give exactly one of image_url, image_base64 or product_id"
                 + (f" (got {', '.join(given)})" if given else "")
             )
+        if self.rerank and self.product_id:
+            raise ValueError("rerank checks a photo; a product_id search has none (leave rerank at 0)")
         return self
 
 

@@ -67,11 +67,19 @@ def search(
     k: KOption = 10,
     filter: FilterOption = None,
     json_: JsonOption = False,
+    rerank: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="Re-rank the first N products by how well their image aligns with the photo (0: off).",
+        ),
+    ] = 0,
 ) -> None:
     """Find the products that look like an image."""
     with open_catalog(db) as cat:
         model = model or cat.model
-        hits = cat.search(image, k=k, filters=parse_filters(filter), model=model)
+        hits = cat.search(image, k=k, filters=parse_filters(filter), model=model, rerank=rerank)
         print_hits(image, model, hits, json_)
 
 

@@ -42,6 +42,14 @@ def eval_cmd(
         typer.Option(min=0, help="Sample N distractor gallery images (default: the whole gallery)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the query sample and of the street views.")] = 0,
+    rerank: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="Also score each model with its first N results re-ranked by alignment (0: off).",
+        ),
+    ] = 0,
 ) -> None:
     """Evaluate embedders on Fashion-MNIST: queries against a gallery with distractors."""
     from lookalike.evaluation import evaluate
@@ -60,7 +68,12 @@ def eval_cmd(
         build = street_to_shop if protocol == "street-to-shop" else class_level
         q, g = build(queries, seed, distractors)
     console.print(f"{protocol}: {len(q)} queries vs {len(g)} gallery images; models {', '.join(models)}")
-    result = evaluate(models, q, g, protocol=protocol)
+    reranker = None
+    if rerank:
+        from lookalike.rerank import AlignmentReranker
+
+        reranker = AlignmentReranker(depth=rerank)
+    result = evaluate(models, q, g, protocol=protocol, rerank=reranker)
     command = "lookalike " + shlex.join(sys.argv[1:])
     paths = write_report(result, out, q, g, title=f"{protocol} evaluation", command=command, seed=seed)
     console.print(markdown_table(result))

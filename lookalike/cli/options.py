@@ -60,12 +60,15 @@ def print_hits(query: str, model: str, hits, as_json: bool) -> None:
         typer.echo(json.dumps(doc, indent=2))
         return
     table = Table(title=f"{query}  ·  model {model}")
-    for col in ("#", "product", "score", "category", "title", "image"):
-        table.add_column(col, justify="right" if col in {"#", "score", "image"} else "left")
+    aligned = any(h.alignment is not None for h in hits)
+    cols = ("#", "product", "score") + (("alignment",) if aligned else ()) + ("category", "title", "image")
+    for col in cols:
+        table.add_column(col, justify="right" if col in {"#", "score", "alignment", "image"} else "left")
     for i, h in enumerate(hits, 1):
-        table.add_row(
-            str(i), h.product_id, f"{h.score:.4f}", h.category or "", h.title or "", str(h.image_id)
-        )
+        cells = [str(i), h.product_id, f"{h.score:.4f}"]
+        if aligned:
+            cells.append("" if h.alignment is None else f"{h.alignment:.4f}")
+        table.add_row(*cells, h.category or "", h.title or "", str(h.image_id))
     console.print(table)
     if not hits:
         console.print("[yellow]no matching products[/]")

@@ -52,6 +52,11 @@ class Embedder(ABC):
     def embed_image(self, image: Image.Image) -> np.ndarray:
         return self.embed_images([image], progress=False)[0]
 
+    def locate(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Where the product is in each image: (n, 4) boxes ``(cx, cy, side, angle)`` in pixels and
+        degrees, NaN rows for "the whole frame" (all of them, unless the model has a localizer)."""
+        return np.full((len(images), 4), np.nan)
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         from lookalike.errors import ModelError
 

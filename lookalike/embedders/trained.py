@@ -61,6 +61,16 @@ class TrainedEmbedder(Embedder):
         self.dim = int(self.arch.get("dim", 128))
         self._torch = torch
 
+    def locate(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The localizer's boxes (clean catalog shots: the whole frame); NaN rows without one."""
+        if self.localizer is None or not len(images):
+            return super().locate(images)
+        from lookalike.embedders._localizer import find_items
+
+        images = [img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img)) for img in images]
+        with self._torch.inference_mode():
+            return find_items(self.localizer, images, self.refiner, **self.refine, clean_shots=True)
+
     def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
         from lookalike.embedders._metric_net import preprocess_images
 

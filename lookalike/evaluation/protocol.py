@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from lookalike.embedders import Embedder, load_embedder
 from lookalike.errors import InvalidRequest
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
+from lookalike.rerank import AlignmentReranker
 
 KS = (1, 5, 10, 20)
 
@@ -83,8 +85,13 @@ def score(
     g_cls: np.ndarray | None = None,
     ks: Sequence[int] = KS,
     chunk: int = 256,
+    reorder: Callable[[int, np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dict, np.ndarray]:
     """Instance- and class-level Recall@K and mAP@R over all queries (exact inner-product search).
+
+    ``reorder(start, head, sims)``, when given, re-ranks the first results of queries ``start ..``:
+    ``head`` (n, d) gallery rows best first, ``sims`` their similarities; it returns ``head``
+    reordered, and the metrics are taken on that order (the rows after ``head`` keep theirs).
 
     Returns ``({"instance": {...}, "class": {...}}, top)`` where ``top`` holds each query's best
     max(ks) gallery rows. A level is None when no query's label occurs in the gallery.
@@ -106,6 +113,10 @@ def score(
     top = np.empty((len(q_emb), min(kmax, len(g_emb))), dtype=np.int64)
     for s in range(0, len(q_emb), chunk):
         ranked = nearest_neighbours(q_emb[s : s + chunk], g_emb, depth, chunk=chunk)
+        if reorder is not None:
+            head = ranked[:, : getattr(reorder, "depth", ranked.shape[1])]
+            sims = np.einsum("nd,nkd->nk", q_emb[s : s + chunk], g_emb[head])
+            ranked[:, : head.shape[1]] = reorder(s, head, sims)
         top[s : s + chunk] = ranked[:, : top.shape[1]]
         for level, (ql, gl) in levels.items():
             rl = gl[ranked]
@@ -154,8 +165,13 @@ def evaluate(
     *,
     protocol: str = "custom",
     ks: Sequence[int] = KS,
+    rerank: AlignmentReranker | None = None,
 ) -> EvalResult:
-    """Embed queries and gallery with every embedder and score them (clean subset and full set)."""
+    """Embed queries and gallery with every embedder and score them (clean subset and full set).
+
+    With ``rerank``, each embedder is also scored with its first results re-ranked by alignment
+    (:mod:`lookalike.rerank`), reported as ``"<name> +rerank"``.
+    """
     if len(queries) == 0 or len(gallery) == 0:
         raise InvalidRequest("evaluation needs at least one query and one gallery image")
     clean = queries.clean if queries.clean is not None else np.ones(len(queries), dtype=bool)
@@ -167,21 +183,68 @@ def evaluate(
         g = _embed(emb, gallery.images, len(gallery))
         q = _embed(emb, queries.image, len(queries))
         t_embed = time.time() - t0
-        full, top = score(q, g, queries.ids, gallery.ids, queries.classes, gallery.classes, ks)
-        subsets = {"full": full}
-        if clean.any() and not clean.all():
-            subsets["clean"], _ = score(
-                q[clean],
-                g,
-                queries.ids[clean],
-                gallery.ids,
-                None if queries.classes is None else queries.classes[clean],
-                gallery.classes,
-                ks,
-            )
-        elif clean.all():
-            subsets["clean"] = full
-        res.results[name] = subsets
+        res.results[name], res.neighbours[name] = _score_subsets(q, g, queries, gallery, clean, ks)
         res.seconds[name] = {"embed": round(t_embed, 1), "total": round(time.time() - t0, 1)}
-        res.neighbours[name] = top
+        if rerank is not None:
+            t1 = time.time()
+            key = f"{name} +rerank"
+            reorder = _alignment_reorder(rerank, emb, queries, gallery)
+            res.results[key], res.neighbours[key] = _score_subsets(q, g, queries, gallery, clean, ks, reorder)
+            res.seconds[key] = {"rerank": round(time.time() - t1, 1)}
     return res
+
+
+def _score_subsets(q, g, queries: QuerySet, gallery: Gallery, clean, ks, reorder=None):
+    """{"full": ..., "clean": ...} and the full set's top rows."""
+    full, top = score(q, g, queries.ids, gallery.ids, queries.classes, gallery.classes, ks, reorder=reorder)
+    subsets = {"full": full}
+    if clean.any() and not clean.all():
+        rows = np.flatnonzero(clean)
+        sub = None
+        if reorder is not None:
+
+            def sub(start, head, sims):  # the clean queries' own rows
+                return reorder(rows[start : start + len(head)], head, sims)
+
+            sub.depth = reorder.depth
+        subsets["clean"], _ = score(
+            q[clean],
+            g,
+            queries.ids[clean],
+            gallery.ids,
+            None if queries.classes is None else queries.classes[clean],
+            gallery.classes,
+            ks,
+            reorder=sub,
+        )
+    elif clean.all():
+        subsets["clean"] = full
+    return subsets, top
+
+
+def _alignment_reorder(reranker: AlignmentReranker, embedder: Embedder, queries: QuerySet, gallery: Gallery):
+    """A ``reorder`` for :func:`score`: each query's first ``reranker.depth`` results verified by
+    alignment. ``start`` is a query number, or an array of them (the clean subset's rows); a query's
+    new order is kept, so the clean subset reuses the full set's work."""
+    done: dict[int, np.ndarray] = {}
+
+    def reorder(start, head, sims):
+        rows = np.arange(start, start + len(head)) if np.isscalar(start) else np.asarray(start)
+        todo = [i for i, r in enumerate(rows.tolist()) if r not in done]
+        if todo:
+            photos = [_as_image(queries.image(int(rows[i]))) for i in todo]
+            boxes = embedder.locate(photos)
+            uniq, inv = np.unique(head[todo], return_inverse=True)
+            inv = inv.reshape(len(todo), -1)
+            templates = reranker.templates([gallery.images[int(j)] for j in uniq])
+            for n, i in enumerate(todo):
+                order, _ = reranker.rerank(photos[n], (), sims[i], boxes[n], templates[inv[n]])
+                done[int(rows[i])] = head[i][order]
+        return np.stack([done[int(r)] for r in rows.tolist()])
+
+    reorder.depth = reranker.depth
+    return reorder
+
+
+def _as_image(image) -> Image.Image:
+    return image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))

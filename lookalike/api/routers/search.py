@@ -24,6 +24,8 @@ from lookalike.api.inputs import (
 from lookalike.api.schemas import (
     FILTERS_DESCRIPTION,
     MAX_K,
+    MAX_RERANK,
+    RERANK_DESCRIPTION,
     ErrorResponse,
     HitPublic,
     SearchRequest,
@@ -95,6 +97,7 @@ _MULTIPART_SCHEMA = {
             "description": "The photo (JPEG, PNG, WEBP, GIF, BMP, TIFF).",
         },
         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10},
+        "rerank": {"type": "integer", "minimum": 0, "maximum": MAX_RERANK, "default": 0},
         "category": {"type": "string", "description": "Only products of this category."},
         "filter": {"type": "array", "items": {"type": "string"}, "description": "key=value, repeatable."},
     },
@@ -149,14 +152,18 @@ def _model(service: Service, model: str | None) -> str:
 
 
 def search_image(
-    service: Service, image: bytes | str, name: str, k: int, filters, model: str | None
+    service: Service, image: bytes | str, name: str, k: int, filters, model: str | None, rerank: int = 0
 ) -> SearchResponse:
     """Load (or fetch, SSRF-guarded) the image, embed it and search: runs in an inference thread."""
     catalog = service.catalog
     model = _model(service, model)
     loaded = load_image(image, settings=service.settings, name=name)
     vector = catalog.embedder(model).embed_image(loaded.image)
-    return search_response(name, model, catalog.search_vector(vector, k=k, filters=filters, model=model))
+    if rerank:
+        hits = catalog.search_reranked(loaded.image, vector, k=k, filters=filters, model=model, rerank=rerank)
+    else:
+        hits = catalog.search_vector(vector, k=k, filters=filters, model=model)
+    return search_response(name, model, hits)
 
 
 def search_similar(service: Service, product_id: str, k: int, filters, model: str | None) -> SearchResponse:
@@ -183,6 +190,9 @@ async def search(
     filter: Annotated[
         list[str] | None, Query(description="key=value, repeatable. " + FILTERS_DESCRIPTION)
     ] = None,
+    rerank: Annotated[
+        int | None, Query(ge=0, le=MAX_RERANK, description=RERANK_DESCRIPTION + " (multipart/raw uploads)")
+    ] = None,
 ) -> SearchResponse:
     """Find the catalog products that look like a photo.
 
@@ -203,10 +213,12 @@ async def search(
             )
         if body.image_url:
             url = require_url(body.image_url, "image_url")
-            return await service.inference.run(search_image, service, url, url, body.k, filters, body.model)
+            return await service.inference.run(
+                search_image, service, url, url, body.k, filters, body.model, body.rerank
+            )
         data = decode_base64(body.image_base64, item="image_base64", limit=limit)
         return await service.inference.run(
-            search_image, service, data, "image_base64", body.k, filters, body.model
+            search_image, service, data, "image_base64", body.k, filters, body.model, body.rerank
         )
     if kind == MULTIPART:
         form = await read_form(request, max_files=1)
@@ -215,14 +227,17 @@ async def search(
             raise InvalidRequest("multipart search needs a file field named 'image'")
         data = await read_upload(upload, limit)
         form_k = parse_k(form.get("k"), default=k or 10, max_k=MAX_K)
+        form_rerank = parse_k(form.get("rerank"), default=rerank or 0, max_k=MAX_RERANK, name="rerank", low=0)
         filters = parse_filters(form.get("category") or category, form.getlist("filter") or filter)
         name = upload.filename or "upload"
-        return await service.inference.run(search_image, service, data, name, form_k, filters, None)
+        return await service.inference.run(
+            search_image, service, data, name, form_k, filters, None, form_rerank
+        )
     if kind.startswith("image/"):
         data = await request.body()
         if len(data) > limit:
             raise TooLargeError("upload", f"upload is {len(data)} bytes, limit is {limit}", kind="too_large")
         return await service.inference.run(
-            search_image, service, data, "upload", k or 10, parse_filters(category, filter), None
+            search_image, service, data, "upload", k or 10, parse_filters(category, filter), None, rerank or 0
         )
     raise unsupported_media(request, [MULTIPART, JSON, "image/*"])

@@ -1,0 +1,186 @@
+"""Re-rank the first results by checking how well each candidate *aligns* with the photo.
+
+Nearest-neighbour search over embeddings is fast but coarse: a 128-number vector keeps the kind of
+product and its rough shape, not every stripe and seam, so near-identical catalog items crowd the
+top of the list. Instance-retrieval systems therefore verify their short-list geometrically
+(spatial verification). :class:`AlignmentReranker` does this for a product photo:
+
+1. the item is cut out of the photo (the embedder's localizer box, or the whole frame) with a
+   margin, upright;
+2. for each of the first ``depth`` candidates, the catalog image (grey, ``size``×``size``, softened
+   by a blur like a photo's) is compared with the crop under a small grid of shifts, scales and
+   rotations around the box, which absorbs the localizer's error;
+3. the comparison is a per-colour-channel regression of the crop on the catalog image (and on a
+   saturated copy of it, since a photographed product's opacity clips): the share of the crop's
+   variance it explains, R², in 0..1. It ignores the product's colour, its polarity (light on dark or
+   dark on light) and the photo's brightness and contrast, as the street photos vary in all four;
+4. the final order is by ``similarity + weight × alignment``: neither signal alone is as good as
+   the two together (see BENCHMARKS.md, "Alignment re-ranking").
+
+Only the order of the first ``depth`` results changes; each result keeps its cosine similarity and
+gains an ``alignment`` value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lookalike.errors import InvalidRequest
+
+#: the most candidates one query may verify (each costs about 0.03 ms per transform on 2 cores)
+MAX_DEPTH = 1000
+
+
+def _grey_array(image) -> np.ndarray:
+    """A PIL image or array of any mode -> float32 grey in 0..1."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = np.asarray(Image.fromarray(arr.astype(np.uint8)).convert("L"))
+    return arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 or arr.max() > 1.0 else 1.0)
+
+
+@dataclass
+class AlignmentReranker:
+    """Re-rank a short-list by alignment with the photo (see the module docstring).
+
+    ``depth``: how many first results to verify; ``weight``: the alignment's weight against the
+    cosine similarity; ``margin``: the crop around the item box, in box sides; ``size``: the side of
+    the comparison grid in pixels; ``blur``: the gaussian sigma applied to catalog images, in grid
+    pixels; ``saturation``: the gain of the clipped second regressor (0 turns it off); ``shifts``
+    (fractions of the crop), ``scales`` and ``angles`` (degrees): the transforms tried.
+    """
+
+    depth: int = 100
+    weight: float = 1.0
+    margin: float = 1.15
+    size: int = 28
+    blur: float = 1.0
+    saturation: float = 4.0
+    shifts: Sequence[float] = (-0.12, -0.06, 0.0, 0.06, 0.12)
+    scales: Sequence[float] = (0.9, 1.0, 1.1)
+    angles: Sequence[float] = (-8.0, 0.0, 8.0)
+    _grid: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.depth) <= MAX_DEPTH:
+            raise InvalidRequest(f"rerank depth must be between 1 and {MAX_DEPTH}, got {self.depth}")
+        if self.weight < 0 or not math.isfinite(self.weight):
+            raise InvalidRequest(f"rerank weight must be a finite number >= 0, got {self.weight}")
+        if not 8 <= int(self.size) <= 128:
+            raise InvalidRequest(f"rerank size must be between 8 and 128 pixels, got {self.size}")
+        if self.margin < 1.0:
+            raise InvalidRequest(f"rerank margin must be at least 1.0, got {self.margin}")
+
+    # -- the transforms -------------------------------------------------------------------------
+    def grid(self) -> torch.Tensor:
+        """Sampling grids (n_transforms, size, size, 2) over the margin crop, built once."""
+        if self._grid is None:
+            thetas = []
+            for sc in self.scales:
+                for deg in self.angles:
+                    t = math.radians(deg)
+                    c, s = math.cos(t) * sc / self.margin, math.sin(t) * sc / self.margin
+                    for dx in self.shifts:
+                        for dy in self.shifts:
+                            thetas.append([[c, -s, dx], [s, c, dy]])
+            theta = torch.tensor(thetas, dtype=torch.float32)
+            self._grid = F.affine_grid(theta, [len(thetas), 3, self.size, self.size], align_corners=False)
+        return self._grid
+
+    # -- catalog side ---------------------------------------------------------------------------
+    def templates(self, images: Sequence) -> torch.Tensor:
+        """Catalog images -> (n, 2, size*size): zero-mean, unit-norm regressors (the grey image, and
+        its saturated copy made orthogonal to it; zeros when ``saturation`` is 0)."""
+        n, s = len(images), int(self.size)
+        grey = np.empty((n, s, s), dtype=np.float32)
+        for i, img in enumerate(images):
+            a = _grey_array(img)
+            if a.shape != (s, s):
+                a = np.asarray(
+                    Image.fromarray(a, "F").resize((s, s), Image.Resampling.BILINEAR), dtype=np.float32
+                )
+            grey[i] = a
+        t = torch.from_numpy(grey)
+        if self.blur > 0 and n:
+            from torchvision.transforms.functional import gaussian_blur
+
+            radius = max(1, int(math.ceil(3 * self.blur)))
+            t = gaussian_blur(t[:, None], kernel_size=2 * radius + 1, sigma=float(self.blur))[:, 0]
+        t = t.reshape(n, s * s)
+        base = _unit(t - t.mean(dim=1, keepdim=True))
+        if self.saturation > 0:
+            sat = (t * self.saturation).clamp(max=1.0)
+            sat = sat - sat.mean(dim=1, keepdim=True)
+            sat = _unit(sat - (sat * base).sum(dim=1, keepdim=True) * base)
+        else:
+            sat = torch.zeros_like(base)
+        return torch.stack([base, sat], dim=1)
+
+    # -- photo side -----------------------------------------------------------------------------
+    def views(self, photo: Image.Image, box: Sequence[float] | None = None) -> torch.Tensor:
+        """The photo's item under every transform: (n_transforms, 3, size*size), zero-mean per
+        channel. ``box = (cx, cy, side, angle)`` in pixels; None = the whole frame."""
+        from lookalike.embedders._localizer import crop_item
+
+        photo = photo if photo.mode == "RGB" else photo.convert("RGB")
+        if box is None or not np.all(np.isfinite(np.asarray(box, dtype=np.float64))):
+            box = (photo.width / 2, photo.height / 2, float(max(photo.width, photo.height)), 0.0)
+        cx, cy, side, angle = (float(v) for v in box)
+        side_px = int(round(self.size * self.margin))
+        crop = crop_item(photo, (cx, cy, side * self.margin, angle), side_px)
+        x = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+        grid = self.grid()
+        warped = F.grid_sample(
+            x.expand(len(grid), -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        w = warped.reshape(len(grid), 3, -1)
+        return w - w.mean(dim=2, keepdim=True)
+
+    def alignment(self, views: torch.Tensor, templates: torch.Tensor) -> np.ndarray:
+        """R² of the best transform for each template: (n_templates,) in 0..1."""
+        if len(templates) == 0:
+            return np.zeros(0, dtype=np.float32)
+        var = (views**2).sum(dim=2)  # (T, 3)
+        unit = views / var.sqrt().clamp_min(1e-6)[..., None]
+        corr2 = torch.einsum("tcp,kp->tkc", unit, templates[:, 0]) ** 2
+        if self.saturation > 0:
+            corr2 = corr2 + torch.einsum("tcp,kp->tkc", unit, templates[:, 1]) ** 2
+        r2 = (corr2 * var[:, None, :]).sum(dim=2) / var.sum(dim=1).clamp_min(1e-12)[:, None]
+        return r2.max(dim=0).values.clamp(0.0, 1.0).numpy()
+
+    def rerank(
+        self,
+        photo: Image.Image,
+        candidates: Sequence,
+        similarities: Sequence[float],
+        box: Sequence[float] | None = None,
+        templates: torch.Tensor | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Order of ``candidates`` (catalog images, best first by similarity) after verification,
+        and their alignments: ``(order, alignment)``. Only the first ``depth`` are checked; the rest
+        keep their places after them."""
+        n = len(similarities)
+        d = min(int(self.depth), n)
+        sims = np.asarray(similarities, dtype=np.float64)
+        if templates is None:
+            templates = self.templates(list(candidates[:d]))
+        align = np.full(n, np.nan, dtype=np.float64)
+        if d == 0:
+            return np.arange(n), align
+        align[:d] = self.alignment(self.views(photo, box), templates[:d])
+        fused = sims[:d] + self.weight * align[:d]
+        head = np.argsort(-fused, kind="stable")
+        return np.concatenate([head, np.arange(d, n)]), align
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
