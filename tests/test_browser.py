@@ -136,6 +136,29 @@ def test_upload_a_photo_of_a_catalog_item_finds_it(page, tmp_path, fmnist_test):
     assert first.locator("img").evaluate("img => img.complete && img.naturalWidth > 0")
 
 
+def test_alignment_check_box_reranks_and_can_be_turned_off(page, server, tmp_path, fmnist_test):
+    photo = tmp_path / "street.jpg"
+    data = photo_bytes(fmnist_test[0][42], "JPEG", size=200, angle=10)
+    photo.write_bytes(data)
+    assert page.is_checked("#rerank-check")  # on by default: the page is for customer photos
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card .alignment")
+    shot(page, "01b-reranked-results")
+    checked = httpx.post(
+        f"{server}/v1/search", files={"image": ("s.jpg", data, "image/jpeg")}, data={"k": 12, "rerank": 100}
+    ).json()
+    assert card_ids(page) == [h["product_id"] for h in checked["results"]]
+    first = page.locator(".card").first.locator(".alignment").inner_text()
+    assert first == f"aligns {checked['results'][0]['alignment'] * 100:.0f}%"
+    page.uncheck("#rerank-check")  # searches again, without the check
+    until(page, lambda: page.locator(".card .alignment").count() == 0, "alignment labels")
+    page.wait_for_selector(".card")
+    plain = httpx.post(
+        f"{server}/v1/search", files={"image": ("s.jpg", data, "image/jpeg")}, data={"k": 12}
+    ).json()
+    until(page, lambda: card_ids(page) == [h["product_id"] for h in plain["results"]], card_ids(page))
+
+
 def test_click_a_result_shows_its_neighbours(page, server, tmp_path, fmnist_test):
     photo = tmp_path / "p.png"
     photo.write_bytes(photo_bytes(fmnist_test[0][17]))

@@ -12,6 +12,7 @@ const els = {
   url: $("url-input"),
   category: $("category-select"),
   k: $("k-select"),
+  rerank: $("rerank-check"),
   preview: $("query-preview"),
   previewImg: $("query-image"),
   previewCaption: $("query-caption"),
@@ -54,6 +55,8 @@ let requestSeq = 0;
 // page asks for the key and keeps it in this tab only (sessionStorage; never localStorage or a URL).
 const KEY_STORAGE = "lookalike.apiKey";
 const AUTH_CODES = new Set(["missing_api_key", "invalid_api_key"]);
+/** how many results the server checks by alignment when the box is ticked (the API allows 200) */
+const RERANK_DEPTH = 100;
 let apiKey = "";
 try { apiKey = sessionStorage.getItem(KEY_STORAGE) || ""; } catch (_) { /* storage disabled */ }
 
@@ -197,19 +200,21 @@ async function runSearch() {
   if (!lastQuery) return;
   const seq = ++requestSeq;
   const k = els.k.value;
+  const rerank = els.rerank.checked ? RERANK_DEPTH : 0;
   const f = filters();
   let request;
   if (lastQuery.kind === "file") {
     const form = new FormData();
     form.append("image", lastQuery.file, lastQuery.file.name || "photo");
     form.append("k", k);
+    form.append("rerank", rerank);
     if (f.category) form.append("category", f.category);
     request = api("/v1/search", { method: "POST", body: form });
   } else if (lastQuery.kind === "url") {
     request = api("/v1/search", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ image_url: lastQuery.url, k: Number(k), filters: f }),
+      body: JSON.stringify({ image_url: lastQuery.url, k: Number(k), rerank, filters: f }),
     });
   } else {
     const params = new URLSearchParams({ k });
@@ -302,7 +307,15 @@ function card(hit, i) {
   const pid = document.createElement("span");
   pid.className = "card-id";
   pid.textContent = hit.product_id;
-  body.append(title, meta, bar, pid);
+  body.append(title, meta, bar);
+  if (hit.alignment !== undefined && hit.alignment !== null) {
+    const align = document.createElement("span");
+    align.className = "alignment";
+    align.title = "How well this product's image lines up with the photo (checked by alignment)";
+    align.textContent = `aligns ${(hit.alignment * 100).toFixed(0)}%`;
+    body.append(align);
+  }
+  body.append(pid);
 
   button.append(figure, body);
   button.addEventListener("click", () => searchProduct(hit));
@@ -357,6 +370,7 @@ els.camera.addEventListener("change", () => { searchFile(els.camera.files[0]); e
 els.urlForm.addEventListener("submit", (e) => { e.preventDefault(); searchUrl(els.url.value); });
 els.category.addEventListener("change", runSearch);
 els.k.addEventListener("change", runSearch);
+els.rerank.addEventListener("change", () => { if (lastQuery && lastQuery.kind !== "product") runSearch(); });
 els.keyForm.addEventListener("submit", async (e) => {
   e.preventDefault(); // the key never goes into a URL
   const key = els.keyInput.value.trim();
