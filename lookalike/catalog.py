@@ -430,37 +430,36 @@ class Catalog:
         """Top-k products for an image (PIL image, path, http(s) URL or bytes).
 
         ``rerank=N`` verifies the first N products' images against the photo by alignment and
-        re-orders them (:mod:`lookalike.rerank`): slower (about 15 ms per 100 on 2 cores), more
-        often the exact product first for customer photos.
+        re-orders them (:mod:`lookalike.rerank`): for customer photos the exact product comes first
+        more often, at about 2.5× the search time for N=100 (``bench/bench_rerank.py``).
         """
         model = model or self.model
+        if not rerank:
+            return self.search_vector(self.embed_query(query, model), k=k, filters=filters, model=model)
         if isinstance(query, np.ndarray):
             query = Image.fromarray(query)
         image = load_image(query, settings=self.settings).image
-        vector = self.embedder(model).embed_image(image)
-        if not rerank:
-            return self.search_vector(vector, k=k, filters=filters, model=model)
-        return self.search_reranked(image, vector, k=k, filters=filters, model=model, rerank=rerank)
+        return self.search_reranked(image, k=k, filters=filters, model=model, rerank=rerank)
 
     def search_reranked(
         self,
         image: Image.Image,
-        vector: np.ndarray,
         k: int = 10,
         filters: dict[str, str] | None = None,
         model: str | None = None,
         *,
         rerank: int = 100,
     ) -> list[Hit]:
-        """:meth:`search_vector` for the first ``max(k, rerank)`` products, the first ``rerank`` of
-        them re-ordered by alignment with ``image``; each verified hit carries its ``alignment``."""
+        """Search with a loaded photo, then re-order the first ``rerank`` products by alignment
+        with it; each verified hit carries its ``alignment``."""
         from lookalike.rerank import AlignmentReranker
 
         if not 1 <= k <= 1000:
             raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
         reranker = AlignmentReranker(depth=rerank)
         model = model or self.model
-        hits = self.search_vector(vector, k=max(k, rerank), filters=filters, model=model)
+        vectors, boxes = self.embedder(model).embed_and_locate([image])
+        hits = self.search_vector(vectors[0], k=max(k, rerank), filters=filters, model=model)
         d = min(rerank, len(hits))
         # an image deleted since the search has no thumbnail: it aligns with nothing (0)
         blank = Image.new("L", (1, 1))
@@ -468,8 +467,7 @@ class Catalog:
             Image.open(io.BytesIO(data)) if (data := self.store.get_thumbnail(h.image_id)) else blank
             for h in hits[:d]
         ]
-        box = self.embedder(model).locate([image])[0]
-        order, align = reranker.rerank(image, thumbs, [h.score for h in hits], box)
+        order, align = reranker.rerank(image, thumbs, [h.score for h in hits], boxes[0])
         out = []
         for i in order[:k]:
             h = hits[int(i)]

@@ -34,7 +34,7 @@ from PIL import Image
 
 from lookalike.errors import InvalidRequest
 
-#: the most candidates one query may verify (each costs about 0.03 ms per transform on 2 cores)
+#: the most candidates one query may verify (each costs about 0.1 ms on 2 cores: bench/bench_rerank.py)
 MAX_DEPTH = 1000
 
 

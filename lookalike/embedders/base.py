@@ -57,6 +57,10 @@ class Embedder(ABC):
         degrees, NaN rows for "the whole frame" (all of them, unless the model has a localizer)."""
         return np.full((len(images), 4), np.nan)
 
+    def embed_and_locate(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`embed_images` and :meth:`locate` in one pass (a localizer runs once, not twice)."""
+        return self.embed_images(images, progress=False), self.locate(images)
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         from lookalike.errors import ModelError
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.checkpoint import load_checkpoint
-from lookalike.embedders.base import Embedder
+from lookalike.embedders.base import Embedder, l2_normalise
 from lookalike.errors import ModelError
 
 
@@ -67,27 +67,37 @@ class TrainedEmbedder(Embedder):
             return super().locate(images)
         from lookalike.embedders._localizer import find_items
 
-        images = [img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img)) for img in images]
         with self._torch.inference_mode():
-            return find_items(self.localizer, images, self.refiner, **self.refine, clean_shots=True)
+            return find_items(self.localizer, _pil(images), self.refiner, **self.refine, clean_shots=True)
+
+    def embed_and_locate(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        if self.localizer is None:
+            return super().embed_and_locate(images)
+        vecs, boxes = self._embed_located(images)
+        return l2_normalise(vecs), boxes
 
     def _embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self._embed_located(images)[0]
+
+    def _embed_located(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         from lookalike.embedders._metric_net import preprocess_images
 
+        boxes = np.full((len(images), 4), np.nan)
         if self.localizer is not None:
             # cut the item out of each photo, upright, before embedding; a clean catalog shot (the
             # product centred on a plain background) is its own box and skips the localizer
-            from lookalike.embedders._localizer import crop_items, find_items
+            from lookalike.embedders._localizer import crop_items
 
-            images = [
-                img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img)) for img in images
-            ]
-            size = int(self.preprocess.get("size", 32))
-            boxes = find_items(self.localizer, images, self.refiner, **self.refine, clean_shots=True)
-            images = crop_items(images, boxes, size)
+            images = _pil(images)
+            boxes = self.locate(images)
+            images = crop_items(images, boxes, int(self.preprocess.get("size", 32)))
         x = preprocess_images(images, self.preprocess).to(self.device)
         with self._torch.inference_mode():
-            return self.model(x).cpu().numpy()
+            return self.model(x).cpu().numpy(), boxes
+
+
+def _pil(images: Sequence) -> list[Image.Image]:
+    return [img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img)) for img in images]
 
 
 def load(spec: str, device: str | None = None) -> Embedder:

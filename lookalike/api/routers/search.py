@@ -158,10 +158,10 @@ def search_image(
     catalog = service.catalog
     model = _model(service, model)
     loaded = load_image(image, settings=service.settings, name=name)
-    vector = catalog.embedder(model).embed_image(loaded.image)
     if rerank:
-        hits = catalog.search_reranked(loaded.image, vector, k=k, filters=filters, model=model, rerank=rerank)
+        hits = catalog.search_reranked(loaded.image, k=k, filters=filters, model=model, rerank=rerank)
     else:
+        vector = catalog.embedder(model).embed_image(loaded.image)
         hits = catalog.search_vector(vector, k=k, filters=filters, model=model)
     return search_response(name, model, hits)
 
