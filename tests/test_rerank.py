@@ -172,3 +172,21 @@ def test_cli_search_rerank_json(tmp_path, fmnist_test):
     assert table.returncode == 0 and "alignment" in table.stdout
     bad = run("--rerank", "-1")
     assert bad.returncode != 0 and "rerank" in bad.stderr
+
+
+def test_embed_and_locate_matches_the_two_separate_calls(fmnist_test):
+    """A re-ranked search localizes once; that pass gives the same vectors and boxes as
+    embed_images() and locate() (and a model without a localizer gives whole-frame NaN boxes)."""
+    from lookalike.embedders import load_embedder
+    from lookalike.train.metric.augment import StreetViewAugment
+
+    images, _ = fmnist_test
+    photos = [StreetViewAugment()(images[i], np.random.default_rng(i)) for i in range(6)]
+    photos.append(Image.fromarray(images[6]))  # a clean catalog shot: its own box
+    emb = load_embedder("default")
+    vecs, boxes = emb.embed_and_locate(photos)
+    np.testing.assert_allclose(vecs, emb.embed_images(photos), atol=1e-6)
+    np.testing.assert_array_equal(boxes, emb.locate(photos))
+    assert np.isfinite(boxes).all() and tuple(boxes[-1]) == (14.0, 14.0, 28.0, 0.0)
+    pix_vecs, pix_boxes = load_embedder("pixels").embed_and_locate(photos)
+    assert pix_vecs.shape == (7, 1024) and np.isnan(pix_boxes).all()
