@@ -1,6 +1,7 @@
 """What alignment re-ranking costs a search: ``Catalog.search`` with ``rerank`` 0 / 50 / 100 / 200.
 
     .venv/bin/python bench/bench_rerank.py --items 10000 --photos 100
+    .venv/bin/python bench/bench_rerank.py --figure docs/img/rerank-examples.png
 
 Indexes ``--items`` Fashion-MNIST test items with the default model into a fresh SQLite catalog,
 then searches street views of ``--photos`` of those items (drawn as in the street-to-shop protocol:
@@ -8,6 +9,9 @@ then searches street views of ``--photos`` of those items (drawn as in the stree
 keeps its best round's median, so background noise hits them alike; the ratio to ``rerank=0`` is
 the stable number. R@1 is over the same photos (the catalog is small, so it is higher than in the
 70k protocol).
+
+``--figure PATH`` instead draws examples from the street-to-shop protocol (1,000 queries against
+all 70k shop images): queries whose product re-ranking brought to first place, and one it lost.
 """
 
 from __future__ import annotations
@@ -33,7 +37,11 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=100)
     ap.add_argument("--depths", default="0,50,100,200")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--figure", default=None, help="draw examples to this PNG instead")
     args = ap.parse_args()
+    if args.figure:
+        figure(Path(args.figure))
+        return
     depths = [int(d) for d in args.depths.split(",")]
     x, _ = load_split("test")
     aug = StreetViewAugment()
@@ -61,6 +69,31 @@ def main() -> None:
     print("|---|---|---|---|")
     for d in depths:
         print(f"| {d} | {best[d] * 1000:.1f} ms | {best[d] / best[depths[0]]:.2f} | {hits1[d]:.2f} |")
+
+
+def figure(path: Path, wins: int = 3, losses: int = 1) -> None:
+    from lookalike.evaluation import evaluate
+    from lookalike.evaluation.datasets import street_to_shop
+    from lookalike.evaluation.report import topk_png
+    from lookalike.rerank import AlignmentReranker
+
+    q, g = street_to_shop(1000, seed=0)
+    res = evaluate(["default"], q, g, protocol="street-to-shop", rerank=AlignmentReranker())
+
+    def first(name: str) -> np.ndarray:  # rank of the product in each query's top list (99 = absent)
+        hit = g.ids[res.neighbours[name]] == q.ids[:, None]
+        return np.where(hit.any(axis=1), hit.argmax(axis=1), 99)
+
+    before, after = first("default"), first("default +rerank")
+    won = np.flatnonzero((after == 0) & (before >= 2) & (before < 20))
+    lost = np.flatnonzero((before == 0) & (after > 0))
+    print(
+        f"of 1000 queries: re-ranking brought {((after == 0) & (before > 0)).sum()} products to first "
+        f"place and moved {len(lost)} away from it"
+    )
+    picks = np.concatenate([won[:wins], lost[:losses]])
+    topk_png(res, q, g, path, picks=picks, k=8)
+    print(f"figure: {path} (queries {picks.tolist()})")
 
 
 if __name__ == "__main__":

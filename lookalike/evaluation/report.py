@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,11 +87,14 @@ def topk_png(
     k: int = 5,
     seed: int = 0,
     tile: int = 64,
+    picks: Sequence[int] | None = None,
 ) -> Path:
-    """For sampled queries: the query, then each embedder's top-k, bordered by correctness."""
+    """For sampled queries (or the query numbers ``picks``): the query, then each embedder's top-k,
+    bordered by correctness (green: the product, orange: its category, red: neither)."""
     names = list(result.neighbours)
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(len(queries), size=min(n_examples, len(queries)), replace=False))
+    if picks is None:
+        rng = np.random.default_rng(seed)
+        picks = np.sort(rng.choice(len(queries), size=min(n_examples, len(queries)), replace=False))
     label_w = 110
     rows = len(picks) * len(names)
     sheet = Image.new("RGB", (label_w + tile * (k + 1) + 8, rows * (tile + 4) + 4), "white")
