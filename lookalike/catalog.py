@@ -45,11 +45,14 @@ class Hit:
     category: str | None
     #: with re-ranking (``search(..., rerank=N)``): how well the image aligns with the photo, 0..1
     alignment: float | None = None
+    #: with re-ranking and a verifier: its match score for the pair (a logit; higher = more alike)
+    verifier: float | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["alignment"] is None:
-            del d["alignment"]
+        for key in ("alignment", "verifier"):
+            if d[key] is None:
+                del d[key]
         return d
 
 
@@ -430,8 +433,9 @@ class Catalog:
         """Top-k products for an image (PIL image, path, http(s) URL or bytes).
 
         ``rerank=N`` verifies the first N products' images against the photo by alignment and
-        re-orders them (:mod:`lookalike.rerank`): for customer photos the exact product comes first
-        more often, at about 2.5× the search time for N=100 (``bench/bench_rerank.py``).
+        re-orders them, by alignment and the learned verifier (:mod:`lookalike.rerank`): for customer
+        photos the exact product comes first far more often, at about 10× the search time for N=100
+        (``bench/bench_rerank.py``).
         """
         model = model or self.model
         if not rerank:
@@ -451,12 +455,13 @@ class Catalog:
         rerank: int = 100,
     ) -> list[Hit]:
         """Search with a loaded photo, then re-order the first ``rerank`` products by alignment
-        with it; each verified hit carries its ``alignment``."""
-        from lookalike.rerank import AlignmentReranker
+        with it and the shipped verifier (:mod:`lookalike.rerank`); each verified hit carries its
+        ``alignment`` and ``verifier`` scores."""
+        from lookalike.rerank import Reranker
 
         if not 1 <= k <= 1000:
             raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
-        reranker = AlignmentReranker(depth=rerank)
+        reranker = Reranker(depth=rerank)
         model = model or self.model
         vectors, boxes = self.embedder(model).embed_and_locate([image])
         hits = self.search_vector(vectors[0], k=max(k, rerank), filters=filters, model=model)
@@ -467,12 +472,12 @@ class Catalog:
             Image.open(io.BytesIO(data)) if (data := self.store.get_thumbnail(h.image_id)) else blank
             for h in hits[:d]
         ]
-        order, align = reranker.rerank(image, thumbs, [h.score for h in hits], boxes[0])
+        order, scores = reranker.rerank(image, thumbs, [h.score for h in hits], boxes[0])
         out = []
         for i in order[:k]:
             h = hits[int(i)]
             if i < d:
-                h = replace(h, alignment=round(float(align[i]), 6))
+                h = replace(h, **{name: round(float(v[i]), 6) for name, v in scores.items()})
             out.append(h)
         return out
 

@@ -1,9 +1,9 @@
-"""Re-rank the first results by checking how well each candidate *aligns* with the photo.
+"""Re-rank the first results of a photo search: alignment with the photo, and a learned verifier.
 
 Nearest-neighbour search over embeddings is fast but coarse: a 128-number vector keeps the kind of
 product and its rough shape, not every stripe and seam, so near-identical catalog items crowd the
 top of the list. Instance-retrieval systems therefore verify their short-list geometrically
-(spatial verification). :class:`AlignmentReranker` does this for a product photo:
+(spatial verification). :class:`Reranker` does this for a product photo:
 
 1. the item is cut out of the photo (the embedder's localizer box, or the whole frame) with a
    margin, upright;
@@ -14,18 +14,23 @@ top of the list. Instance-retrieval systems therefore verify their short-list ge
    saturated copy of it, since a photographed product's opacity clips): the share of the crop's
    variance it explains, R², in 0..1. It ignores the product's colour, its polarity (light on dark or
    dark on light) and the photo's brightness and contrast, as the street photos vary in all four;
-4. the final order is by ``similarity + weight × alignment``: neither signal alone is as good as
-   the two together (see BENCHMARKS.md, "Alignment re-ranking").
+4. a learned pair verifier (:mod:`lookalike.verifier`, a small CNN that sees the cut-out item and
+   the catalog image together) scores each pair too, when one is given (the shipped one is, by
+   default);
+5. the final order is by ``similarity + weight × alignment + verifier_weight × verifier``: each
+   signal catches mistakes the others make (see BENCHMARKS.md, "Re-ranking").
 
 Only the order of the first ``depth`` results changes; each result keeps its cosine similarity and
-gains an ``alignment`` value.
+gains its ``alignment`` and ``verifier`` scores.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lookalike.errors import InvalidRequest
+from lookalike.verifier import DEFAULT_PATH, Verifier, catalog_inputs, load_verifier, photo_inputs
 
 #: the most candidates one query may verify (each costs about 0.1 ms on 2 cores: bench/bench_rerank.py)
 MAX_DEPTH = 1000
@@ -49,18 +55,38 @@ def _grey_array(image) -> np.ndarray:
 
 
 @dataclass
-class AlignmentReranker:
-    """Re-rank a short-list by alignment with the photo (see the module docstring).
+class Candidates:
+    """A short-list's catalog images, prepared once: alignment templates and verifier inputs."""
+
+    templates: torch.Tensor  # (n, 2, size*size)
+    verifier: torch.Tensor | None = None  # (n, 1, 32, 32)
+
+    def __len__(self) -> int:
+        return len(self.templates)
+
+    def __getitem__(self, rows) -> Candidates:
+        return Candidates(self.templates[rows], None if self.verifier is None else self.verifier[rows])
+
+
+@dataclass
+class Reranker:
+    """Re-rank a short-list by alignment with the photo and a learned verifier (see the module
+    docstring).
 
     ``depth``: how many first results to verify; ``weight``: the alignment's weight against the
-    cosine similarity; ``margin``: the crop around the item box, in box sides; ``size``: the side of
-    the comparison grid in pixels; ``blur``: the gaussian sigma applied to catalog images, in grid
-    pixels; ``saturation``: the gain of the clipped second regressor (0 turns it off); ``shifts``
-    (fractions of the crop), ``scales`` and ``angles`` (degrees): the transforms tried.
+    cosine similarity; ``verifier``: a verifier checkpoint path, ``"default"`` (the shipped one),
+    a loaded :class:`~lookalike.verifier.Verifier`, or None (alignment only); ``verifier_weight``:
+    the weight of its score (a logit); ``margin``: the crop around the item box, in box sides;
+    ``size``: the side of the comparison grid in pixels; ``blur``: the gaussian sigma applied to
+    catalog images, in grid pixels; ``saturation``: the gain of the clipped second regressor (0
+    turns it off); ``shifts`` (fractions of the crop), ``scales`` and ``angles`` (degrees): the
+    transforms tried.
     """
 
     depth: int = 100
     weight: float = 1.0
+    verifier: str | Path | Verifier | None = "default"
+    verifier_weight: float = 0.03
     margin: float = 1.15
     size: int = 28
     blur: float = 1.0
@@ -79,6 +105,27 @@ class AlignmentReranker:
             raise InvalidRequest(f"rerank size must be between 8 and 128 pixels, got {self.size}")
         if self.margin < 1.0:
             raise InvalidRequest(f"rerank margin must be at least 1.0, got {self.margin}")
+        if self.verifier_weight < 0 or not math.isfinite(self.verifier_weight):
+            raise InvalidRequest(f"verifier weight must be a finite number >= 0, got {self.verifier_weight}")
+        if self.verifier is not None and not isinstance(self.verifier, Verifier):
+            path = DEFAULT_PATH if str(self.verifier) == "default" else Path(self.verifier)
+            self.verifier = _cached_verifier(str(path))
+
+    # -- both signals ---------------------------------------------------------------------------
+    def prepare(self, images: Sequence) -> Candidates:
+        """Catalog images -> what :meth:`rerank` compares the photo with."""
+        templates = self.templates(images)
+        ver = catalog_inputs(images) if self.verifier is not None else None
+        return Candidates(templates, ver)
+
+    def scores(self, photo: Image.Image, box, candidates: Candidates) -> dict[str, np.ndarray]:
+        """``{"alignment": (n,), "verifier": (n,) or absent}`` for the photo against the candidates."""
+        out = {"alignment": self.alignment(self.views(photo, box), candidates.templates)}
+        if self.verifier is not None and candidates.verifier is not None:
+            out["verifier"] = self.verifier.scores(
+                photo_inputs([photo], np.asarray([box])), candidates.verifier
+            )
+        return out
 
     # -- the transforms -------------------------------------------------------------------------
     def grid(self) -> torch.Tensor:
@@ -163,23 +210,34 @@ class AlignmentReranker:
         candidates: Sequence,
         similarities: Sequence[float],
         box: Sequence[float] | None = None,
-        templates: torch.Tensor | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+        prepared: Candidates | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Order of ``candidates`` (catalog images, best first by similarity) after verification,
-        and their alignments: ``(order, alignment)``. Only the first ``depth`` are checked; the rest
-        keep their places after them."""
+        and each candidate's scores: ``(order, {"alignment": ..., "verifier": ...})``, NaN for the
+        candidates past ``depth``, which keep their places after the verified ones."""
         n = len(similarities)
         d = min(int(self.depth), n)
         sims = np.asarray(similarities, dtype=np.float64)
-        if templates is None:
-            templates = self.templates(list(candidates[:d]))
-        align = np.full(n, np.nan, dtype=np.float64)
+        if prepared is None:
+            prepared = self.prepare(list(candidates[:d]))
+        if box is None:
+            box = (np.nan,) * 4
+        full = {"alignment": np.full(n, np.nan)}
+        if self.verifier is not None:
+            full["verifier"] = np.full(n, np.nan)
         if d == 0:
-            return np.arange(n), align
-        align[:d] = self.alignment(self.views(photo, box), templates[:d])
-        fused = sims[:d] + self.weight * align[:d]
+            return np.arange(n), full
+        fused = sims[:d].copy()
+        for name, value in self.scores(photo, box, prepared[:d]).items():
+            full[name][:d] = value
+            fused += (self.weight if name == "alignment" else self.verifier_weight) * value
         head = np.argsort(-fused, kind="stable")
-        return np.concatenate([head, np.arange(d, n)]), align
+        return np.concatenate([head, np.arange(d, n)]), full
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_verifier(path: str) -> Verifier:
+    return load_verifier(path)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -156,8 +156,8 @@ def test_search_raw_image_body_and_multipart_filters(client, fmnist_test):
 
 
 def test_search_rerank_in_every_input_mode(client, fmnist_test):
-    """rerank=N verifies the first N products by alignment: each hit then carries its alignment and
-    the hits come in order of score + alignment; the query string, form field and JSON body agree."""
+    """rerank=N verifies the first N products: each hit then carries its alignment and verifier
+    scores and the hits come in their fused order; the query string, form field and JSON body agree."""
     images, _ = fmnist_test
     data = photo_bytes(images[42], "JPEG", size=96, angle=8)
     docs = [
@@ -170,13 +170,13 @@ def test_search_rerank_in_every_input_mode(client, fmnist_test):
     for doc in docs:
         hits = doc["results"]
         assert len(hits) == 5 and all(0 <= h["alignment"] <= 1 for h in hits), doc
-        fused = [h["score"] + h["alignment"] for h in hits]
+        fused = [h["score"] + h["alignment"] + 0.03 * h["verifier"] for h in hits]
         assert fused == sorted(fused, reverse=True)
         assert hits[0]["product_id"] == "fmnist-test-42"
     assert [h["product_id"] for h in docs[1]["results"]] == [h["product_id"] for h in docs[0]["results"]]
     assert [h["product_id"] for h in docs[2]["results"]] == [h["product_id"] for h in docs[0]["results"]]
     plain = upload(client, data, name="p.jpg", mime="image/jpeg", k="5").json()
-    assert all("alignment" not in h for h in plain["results"])
+    assert all("alignment" not in h and "verifier" not in h for h in plain["results"])
 
 
 def test_search_by_url_refuses_loopback_by_default(client, fmnist_test):

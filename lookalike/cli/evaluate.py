@@ -47,9 +47,13 @@ def eval_cmd(
         typer.Option(
             min=0,
             max=1000,
-            help="Also score each model with its first N results re-ranked by alignment (0: off).",
+            help="Also score each model with its first N results re-ranked (0: off).",
         ),
     ] = 0,
+    verifier: Annotated[
+        str,
+        typer.Option(help="With --rerank: the verifier checkpoint, 'default' (shipped) or 'none'."),
+    ] = "default",
 ) -> None:
     """Evaluate embedders on Fashion-MNIST: queries against a gallery with distractors."""
     from lookalike.evaluation import evaluate
@@ -70,9 +74,9 @@ def eval_cmd(
     console.print(f"{protocol}: {len(q)} queries vs {len(g)} gallery images; models {', '.join(models)}")
     reranker = None
     if rerank:
-        from lookalike.rerank import AlignmentReranker
+        from lookalike.rerank import Reranker
 
-        reranker = AlignmentReranker(depth=rerank)
+        reranker = Reranker(depth=rerank, verifier=None if verifier == "none" else verifier)
     result = evaluate(models, q, g, protocol=protocol, rerank=reranker)
     command = "lookalike " + shlex.join(sys.argv[1:])
     paths = write_report(result, out, q, g, title=f"{protocol} evaluation", command=command, seed=seed)

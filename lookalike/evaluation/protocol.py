@@ -18,7 +18,7 @@ from PIL import Image
 from lookalike.embedders import Embedder, load_embedder
 from lookalike.errors import InvalidRequest
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
-from lookalike.rerank import AlignmentReranker
+from lookalike.rerank import Reranker
 
 KS = (1, 5, 10, 20)
 
@@ -165,12 +165,13 @@ def evaluate(
     *,
     protocol: str = "custom",
     ks: Sequence[int] = KS,
-    rerank: AlignmentReranker | None = None,
+    rerank: Reranker | dict[str, Reranker] | None = None,
 ) -> EvalResult:
     """Embed queries and gallery with every embedder and score them (clean subset and full set).
 
-    With ``rerank``, each embedder is also scored with its first results re-ranked by alignment
-    (:mod:`lookalike.rerank`), reported as ``"<name> +rerank"``.
+    With ``rerank``, each embedder is also scored with its first results re-ranked (alignment and
+    verifier, :mod:`lookalike.rerank`), reported as ``"<name> +rerank"``; a dict of rerankers is
+    reported as ``"<name> +<key>"`` for each.
     """
     if len(queries) == 0 or len(gallery) == 0:
         raise InvalidRequest("evaluation needs at least one query and one gallery image")
@@ -185,10 +186,11 @@ def evaluate(
         t_embed = time.time() - t0
         res.results[name], res.neighbours[name] = _score_subsets(q, g, queries, gallery, clean, ks)
         res.seconds[name] = {"embed": round(t_embed, 1), "total": round(time.time() - t0, 1)}
-        if rerank is not None:
+        rerankers = {} if rerank is None else rerank if isinstance(rerank, dict) else {"rerank": rerank}
+        for label, reranker in rerankers.items():
             t1 = time.time()
-            key = f"{name} +rerank"
-            reorder = _alignment_reorder(rerank, emb, queries, gallery)
+            key = f"{name} +{label}"
+            reorder = _alignment_reorder(reranker, emb, queries, gallery)
             res.results[key], res.neighbours[key] = _score_subsets(q, g, queries, gallery, clean, ks, reorder)
             res.seconds[key] = {"rerank": round(time.time() - t1, 1)}
     return res
@@ -222,7 +224,7 @@ def _score_subsets(q, g, queries: QuerySet, gallery: Gallery, clean, ks, reorder
     return subsets, top
 
 
-def _alignment_reorder(reranker: AlignmentReranker, embedder: Embedder, queries: QuerySet, gallery: Gallery):
+def _alignment_reorder(reranker: Reranker, embedder: Embedder, queries: QuerySet, gallery: Gallery):
     """A ``reorder`` for :func:`score`: each query's first ``reranker.depth`` results verified by
     alignment. ``start`` is a query number, or an array of them (the clean subset's rows); a query's
     new order is kept, so the clean subset reuses the full set's work."""
@@ -236,9 +238,9 @@ def _alignment_reorder(reranker: AlignmentReranker, embedder: Embedder, queries:
             boxes = embedder.locate(photos)
             uniq, inv = np.unique(head[todo], return_inverse=True)
             inv = inv.reshape(len(todo), -1)
-            templates = reranker.templates([gallery.images[int(j)] for j in uniq])
+            prepared = reranker.prepare([gallery.images[int(j)] for j in uniq])
             for n, i in enumerate(todo):
-                order, _ = reranker.rerank(photos[n], (), sims[i], boxes[n], templates[inv[n]])
+                order, _ = reranker.rerank(photos[n], (), sims[i], boxes[n], prepared[inv[n]])
                 done[int(rows[i])] = head[i][order]
         return np.stack([done[int(r)] for r in rows.tolist()])
 

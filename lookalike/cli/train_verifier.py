@@ -1,0 +1,57 @@
+"""`lookalike train verifier`: learn a pair verifier that re-ranks an embedder's short-lists."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lookalike.cli.app import train_app
+from lookalike.cli.options import console
+
+
+@train_app.command("verifier")
+def train_verifier_cmd(
+    data: Annotated[
+        str, typer.Option(help="Catalog to train on: fashion-mnist[:train] or any source `index` accepts.")
+    ] = "fashion-mnist:train",
+    out: Annotated[Path, typer.Option(help="Where to write the verifier checkpoint.")] = Path(
+        "runs/verifier/verifier.pt"
+    ),
+    embedder: Annotated[
+        str, typer.Option(help="The embedder whose short-lists it will re-rank.")
+    ] = "default",
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 1200,
+    batch: Annotated[int, typer.Option(min=2, help="Street views (products) per step.")] = 48,
+    negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per street view.")] = 7,
+    pool: Annotated[int, typer.Option(min=2, help="Negatives come from the embedder's POOL nearest.")] = 40,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (one-cycle).")] = 1e-3,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N products.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed: a run is deterministic for it.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 2,
+) -> None:
+    """Train a verifier: street views vs their product and the embedder's near misses."""
+    from lookalike.train.metric.data import load_train_data
+    from lookalike.train.metric.verifier import VerifierRecipe, train_verifier
+
+    recipe = VerifierRecipe(
+        steps=steps,
+        batch=batch,
+        negatives=negatives,
+        pool=pool,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+        embedder=embedder,
+        command="lookalike " + shlex.join(sys.argv[1:]),
+    )
+    train_data = load_train_data(data, limit=limit)
+    console.print(
+        f"training a verifier for {embedder} on {len(train_data)} products from {data} ({steps} steps)"
+    )
+    path, metrics = train_verifier(train_data, recipe, out=out, log=console.print)
+    console.print(f"[bold green]done[/] in {metrics['seconds']:.0f}s: {metrics}")
+    console.print(f"use it: lookalike eval -m {embedder} --rerank 100 --verifier {path}")

@@ -1,0 +1,148 @@
+"""A learned pair verifier: does this catalog image show the product in this photo?
+
+The embedding compares a photo and a catalog image through two separate 128-number summaries. A
+*verifier* (a cross-encoder, in retrieval terms) looks at both at once: the item cut out of the
+photo (RGB, upright, at the localizer's box with a small margin) and the catalog image (grey, with
+the same margin) are stacked as four channels of one 32×32 input, and a small CNN scores the pair.
+It can compare stripes, seams and prints where they are, which a pooled vector loses; it is too
+slow to run over a whole catalog, so it re-scores a short-list (:mod:`lookalike.rerank`).
+
+It is trained by ``lookalike train verifier`` (:mod:`lookalike.train.metric.verifier`): street
+views of catalog products against their own catalog image and hard negatives from the embedding's
+own short-list, a listwise cross-entropy. The shipped one (``lookalike/models/verifier.pt``) was
+trained on Fashion-MNIST's train split for the default model; its exact command is in
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from lookalike.errors import ModelError
+
+#: the pair's side in pixels, and the margin around the item box (a 28-px item in a 32-px frame)
+SIZE = 32
+MARGIN = SIZE / 28
+#: the shipped verifier (trained for the default model)
+DEFAULT_PATH = Path(__file__).resolve().parent / "models" / "verifier.pt"
+
+
+class PairVerifier(nn.Module):
+    """(photo crop (n, 3, 32, 32), catalog image (n, 1, 32, 32)) -> match logit (n,)."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128), hidden: int = 256):
+        super().__init__()
+
+        def block(c_in: int, c_out: int) -> list[nn.Module]:
+            return [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+
+        layers: list[nn.Module] = []
+        c = 4
+        for w in widths:
+            layers += block(c, w) + block(w, w) + [nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers)
+        side = SIZE // 2 ** len(widths)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(c * side * side, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1)
+        )
+        self.widths = tuple(widths)
+        self.hidden = hidden
+
+    def forward(self, photo: torch.Tensor, catalog: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(torch.cat([photo, catalog], dim=1)))[:, 0]
+
+
+def _standardise(a: np.ndarray, axes: tuple) -> np.ndarray:
+    return (a - a.mean(axis=axes, keepdims=True)) / (a.std(axis=axes, keepdims=True) + 0.02)
+
+
+def photo_inputs(photos: Sequence[Image.Image], boxes: np.ndarray) -> torch.Tensor:
+    """The item of each photo at its box ``(cx, cy, side, angle)`` (NaN: the whole frame), with the
+    verifier's margin, upright, RGB, standardised per channel: (n, 3, 32, 32)."""
+    from lookalike.embedders._localizer import crop_item
+
+    out = np.empty((len(photos), 3, SIZE, SIZE), dtype=np.float32)
+    for i, (photo, box) in enumerate(
+        zip(photos, np.asarray(boxes, dtype=np.float64).reshape(-1, 4), strict=True)
+    ):
+        photo = photo if photo.mode == "RGB" else photo.convert("RGB")
+        if not np.isfinite(box).all():
+            box = (photo.width / 2, photo.height / 2, float(max(photo.width, photo.height)), 0.0)
+        cx, cy, side, angle = (float(v) for v in box)
+        crop = np.asarray(crop_item(photo, (cx, cy, side * MARGIN, angle), SIZE), dtype=np.float32) / 255.0
+        out[i] = crop.transpose(2, 0, 1)
+    return torch.from_numpy(_standardise(out, (2, 3)))
+
+
+def catalog_inputs(images: Sequence) -> torch.Tensor:
+    """Catalog images (PIL or arrays, any size) -> grey, 28×28 inside a 32×32 black frame,
+    standardised: (n, 1, 32, 32)."""
+    inner = SIZE - 2 * round((SIZE - 28) / 2)
+    pad = (SIZE - inner) // 2
+    out = np.zeros((len(images), 1, SIZE, SIZE), dtype=np.float32)
+    for i, img in enumerate(images):
+        if not isinstance(img, Image.Image):
+            img = Image.fromarray(np.asarray(img, dtype=np.uint8))
+        img = img.convert("L")
+        if img.size != (inner, inner):
+            img = img.resize((inner, inner), Image.Resampling.BILINEAR)
+        out[i, 0, pad : pad + inner, pad : pad + inner] = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(_standardise(out, (2, 3)))
+
+
+class Verifier:
+    """A loaded verifier: ``scores(photo_input, catalog_inputs) -> logits``."""
+
+    def __init__(self, model: PairVerifier, path: str | Path = "", recipe: dict | None = None):
+        self.model = model.eval()
+        self.path = str(path)
+        self.recipe = recipe or {}
+
+    @torch.inference_mode()
+    def scores(self, photo: torch.Tensor, catalog: torch.Tensor, batch: int = 256) -> np.ndarray:
+        """One photo input (1, 3, 32, 32) against n catalog inputs -> (n,) logits."""
+        out = []
+        for s in range(0, len(catalog), batch):
+            c = catalog[s : s + batch]
+            out.append(self.model(photo.expand(len(c), -1, -1, -1), c))
+        return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+    def save(self, path: str | Path, metrics: dict | None = None) -> Path:
+        from lookalike.checkpoint import save_checkpoint
+
+        return save_checkpoint(
+            path,
+            kind="verifier",
+            state_dict=self.model.state_dict(),
+            arch={"widths": list(self.model.widths), "hidden": self.model.hidden},
+            preprocess={"size": SIZE, "margin": MARGIN},
+            recipe=self.recipe,
+            metrics=metrics,
+            half=True,
+        )
+
+
+def load_verifier(path: str | Path | None = None) -> Verifier:
+    """A verifier checkpoint (default: the shipped one)."""
+    from lookalike.checkpoint import load_checkpoint
+
+    path = Path(path) if path else DEFAULT_PATH
+    payload = load_checkpoint(path, kind="verifier")
+    arch = payload.get("arch", {})
+    model = PairVerifier(tuple(arch.get("widths", (32, 64, 128))), int(arch.get("hidden", 256)))
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ModelError(f"verifier {path} does not match its architecture: {exc}") from None
+    return Verifier(model, path, payload.get("recipe"))
