@@ -76,11 +76,19 @@ def run_protocols(
     command: str,
     distractors: int | None = None,
     rerank: int = 0,
+    verifiers: tuple[str, ...] = ("default",),
 ) -> dict:
-    from lookalike.rerank import AlignmentReranker
+    from lookalike.rerank import Reranker
 
     doc: dict = {}
-    reranker = AlignmentReranker(depth=rerank) if rerank else None
+    reranker = None
+    if rerank:  # "+rerank": alignment and the verifier; "+align": alignment only
+        reranker = {
+            ("align" if v == "none" else "rerank" if v == "default" else f"rerank-{Path(v).stem}"): Reranker(
+                depth=rerank, verifier=None if v == "none" else v
+            )
+            for v in verifiers
+        }
     for name, build in (("class-level", class_level), ("street-to-shop", street_to_shop)):
         t0 = time.time()
         q, g = build(queries, seed, distractors)
@@ -181,6 +189,11 @@ def main() -> None:
     ap.add_argument(
         "--rerank", type=int, default=0, help="also score every model with its first N results re-ranked"
     )
+    ap.add_argument(
+        "--verifier",
+        default="default",
+        help="with --rerank: comma-separated verifiers ('default', 'none' = alignment only, a path)",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +208,14 @@ def main() -> None:
         table = ablation_table(doc)
     else:
         doc = run_protocols(
-            args.models.split(","), args.queries, out, args.seed, command, args.distractors, args.rerank
+            args.models.split(","),
+            args.queries,
+            out,
+            args.seed,
+            command,
+            args.distractors,
+            args.rerank,
+            tuple(args.verifier.split(",")),
         )
         table = "\n\n".join(
             f"### {name}\n\n" + markdown_table(_as_result(d))

@@ -75,10 +75,10 @@ def figure(path: Path, wins: int = 3, losses: int = 1) -> None:
     from lookalike.evaluation import evaluate
     from lookalike.evaluation.datasets import street_to_shop
     from lookalike.evaluation.report import topk_png
-    from lookalike.rerank import AlignmentReranker
+    from lookalike.rerank import Reranker
 
     q, g = street_to_shop(1000, seed=0)
-    res = evaluate(["default"], q, g, protocol="street-to-shop", rerank=AlignmentReranker())
+    res = evaluate(["default"], q, g, protocol="street-to-shop", rerank=Reranker())
 
     def first(name: str) -> np.ndarray:  # rank of the product in each query's top list (99 = absent)
         hit = g.ids[res.neighbours[name]] == q.ids[:, None]
