@@ -416,10 +416,12 @@ class Catalog:
         return self.index_factory(model, ids, vecs)
 
     def embed_query(self, query: ImageInput, model: str | None = None) -> np.ndarray:
+        return self.embedder(model).embed_image(self._query_image(query))
+
+    def _query_image(self, query: ImageInput) -> Image.Image:
         if isinstance(query, np.ndarray):
             query = Image.fromarray(query)
-        loaded = load_image(query, settings=self.settings)
-        return self.embedder(model).embed_image(loaded.image)
+        return load_image(query, settings=self.settings).image
 
     def search(
         self,
@@ -432,17 +434,15 @@ class Catalog:
     ) -> list[Hit]:
         """Top-k products for an image (PIL image, path, http(s) URL or bytes).
 
-        ``rerank=N`` verifies the first N products' images against the photo by alignment and
-        re-orders them, by alignment and the learned verifier (:mod:`lookalike.rerank`): for customer
-        photos the exact product comes first far more often, at about 10× the search time for N=100
+        ``rerank=N`` checks the first N products' images against the photo (alignment and the
+        learned verifier, :mod:`lookalike.rerank`) and re-orders them: for customer photos the exact
+        product comes first far more often, at about 10× the search time for N=100
         (``bench/bench_rerank.py``).
         """
         model = model or self.model
         if not rerank:
             return self.search_vector(self.embed_query(query, model), k=k, filters=filters, model=model)
-        if isinstance(query, np.ndarray):
-            query = Image.fromarray(query)
-        image = load_image(query, settings=self.settings).image
+        image = self._query_image(query)
         return self.search_reranked(image, k=k, filters=filters, model=model, rerank=rerank)
 
     def search_reranked(

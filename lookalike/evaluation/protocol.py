@@ -190,7 +190,7 @@ def evaluate(
         for label, reranker in rerankers.items():
             t1 = time.time()
             key = f"{name} +{label}"
-            reorder = _alignment_reorder(reranker, emb, queries, gallery)
+            reorder = _rerank_reorder(reranker, emb, queries, gallery)
             res.results[key], res.neighbours[key] = _score_subsets(q, g, queries, gallery, clean, ks, reorder)
             res.seconds[key] = {"rerank": round(time.time() - t1, 1)}
     return res
@@ -224,10 +224,10 @@ def _score_subsets(q, g, queries: QuerySet, gallery: Gallery, clean, ks, reorder
     return subsets, top
 
 
-def _alignment_reorder(reranker: Reranker, embedder: Embedder, queries: QuerySet, gallery: Gallery):
-    """A ``reorder`` for :func:`score`: each query's first ``reranker.depth`` results verified by
-    alignment. ``start`` is a query number, or an array of them (the clean subset's rows); a query's
-    new order is kept, so the clean subset reuses the full set's work."""
+def _rerank_reorder(reranker: Reranker, embedder: Embedder, queries: QuerySet, gallery: Gallery):
+    """A ``reorder`` for :func:`score`: each query's first ``reranker.depth`` results re-ranked
+    (alignment and verifier). ``start`` is a query number, or an array of them (the clean subset's
+    rows); a query's new order is kept, so the clean subset reuses the full set's work."""
     done: dict[int, np.ndarray] = {}
 
     def reorder(start, head, sims):
