@@ -454,9 +454,10 @@ class Catalog:
         *,
         rerank: int = 100,
     ) -> list[Hit]:
-        """Search with a loaded photo, then re-order the first ``rerank`` products by alignment
-        with it and the shipped verifier (:mod:`lookalike.rerank`); each verified hit carries its
-        ``alignment`` and ``verifier`` scores."""
+        """Search with a loaded photo, then re-order its first products by alignment with it
+        and the shipped verifier (:mod:`lookalike.rerank`): alignment screens the first
+        3 × ``rerank`` results and the verifier checks the best ``rerank`` of them. Each aligned
+        hit carries its ``alignment`` score, each verified one its ``verifier`` score too."""
         from lookalike.rerank import Reranker
 
         if not 1 <= k <= 1000:
@@ -464,21 +465,20 @@ class Catalog:
         reranker = Reranker(depth=rerank)
         model = model or self.model
         vectors, boxes = self.embedder(model).embed_and_locate([image])
-        hits = self.search_vector(vectors[0], k=max(k, rerank), filters=filters, model=model)
-        d = min(rerank, len(hits))
+        hits = self.search_vector(vectors[0], k=max(k, reranker.reach), filters=filters, model=model)
+        a = min(reranker.reach, len(hits))
         # an image deleted since the search has no thumbnail: it aligns with nothing (0)
         blank = Image.new("L", (1, 1))
+        stored = self.store.get_thumbnails([h.image_id for h in hits[:a]])
         thumbs = [
-            Image.open(io.BytesIO(data)) if (data := self.store.get_thumbnail(h.image_id)) else blank
-            for h in hits[:d]
+            Image.open(io.BytesIO(data)) if (data := stored.get(h.image_id)) else blank for h in hits[:a]
         ]
         order, scores = reranker.rerank(image, thumbs, [h.score for h in hits], boxes[0])
         out = []
         for i in order[:k]:
             h = hits[int(i)]
-            if i < d:
-                h = replace(h, **{name: round(float(v[i]), 6) for name, v in scores.items()})
-            out.append(h)
+            found = {name: round(float(v[i]), 6) for name, v in scores.items() if np.isfinite(v[i])}
+            out.append(replace(h, **found) if found else h)
         return out
 
     def search_vector(

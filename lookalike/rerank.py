@@ -7,21 +7,24 @@ top of the list. Instance-retrieval systems therefore verify their short-list ge
 
 1. the item is cut out of the photo (the embedder's localizer box, or the whole frame) with a
    margin, upright;
-2. for each of the first ``depth`` candidates, the catalog image (grey, ``size``×``size``, softened
-   by a blur like a photo's) is compared with the crop under a small grid of shifts, scales and
-   rotations around the box, which absorbs the localizer's error;
+2. for each of the first ``shortlist`` candidates (by default 3 × ``depth``), the catalog image
+   (grey, ``size``×``size``, softened by a blur like a photo's) is compared with the crop under a
+   small grid of shifts, scales and rotations around the box, which absorbs the localizer's error;
 3. the comparison is a per-colour-channel regression of the crop on the catalog image (and on a
    saturated copy of it, since a photographed product's opacity clips): the share of the crop's
    variance it explains, R², in 0..1. It ignores the product's colour, its polarity (light on dark or
    dark on light) and the photo's brightness and contrast, as the street photos vary in all four;
-4. a learned pair verifier (:mod:`lookalike.verifier`, a small CNN that sees the cut-out item and
-   the catalog image together) scores each pair too, when one is given (the shipped one is, by
-   default);
-5. the final order is by ``similarity + weight × alignment + verifier_weight × verifier``: each
-   signal catches mistakes the others make (see BENCHMARKS.md, "Re-ranking").
+4. the short-list is ordered by ``similarity + weight × alignment``: alignment is cheap (about
+   0.1 ms a candidate), so it screens a longer list than the verifier can afford and brings up
+   products the embedding ranked low;
+5. a learned pair verifier (:mod:`lookalike.verifier`, a small CNN that sees the cut-out item and
+   the catalog image together, about 1 ms a candidate) scores the best ``depth`` of them, when one
+   is given (the shipped one is, by default), and they are ordered by ``similarity + weight ×
+   alignment + verifier_weight × verifier``: each signal catches mistakes the others make (see
+   BENCHMARKS.md, "Re-ranking").
 
-Only the order of the first ``depth`` results changes; each result keeps its cosine similarity and
-gains its ``alignment`` and ``verifier`` scores.
+Only the order of the first ``shortlist`` results changes; each result keeps its cosine similarity
+and gains its ``alignment`` (and, for the verified ones, ``verifier``) score.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ from PIL import Image
 from lookalike.errors import InvalidRequest
 from lookalike.verifier import DEFAULT_PATH, Verifier, catalog_inputs, load_verifier, photo_inputs
 
-#: the most candidates one query may verify (each costs about 0.1 ms on 2 cores: bench/bench_rerank.py)
+#: the most candidates one query may align (each costs about 0.1 ms on 2 cores: bench/bench_rerank.py)
 MAX_DEPTH = 1000
+#: by default alignment screens this many times ``depth`` candidates (at most MAX_DEPTH)
+SHORTLIST_FACTOR = 3
 
 
 def _grey_array(image) -> np.ndarray:
@@ -73,10 +78,12 @@ class Reranker:
     """Re-rank a short-list by alignment with the photo and a learned verifier (see the module
     docstring).
 
-    ``depth``: how many first results to verify; ``weight``: the alignment's weight against the
-    cosine similarity; ``verifier``: a verifier checkpoint path, ``"default"`` (the shipped one),
-    a loaded :class:`~lookalike.verifier.Verifier`, or None (alignment only); ``verifier_weight``:
-    the weight of its score (a logit); ``margin``: the crop around the item box, in box sides;
+    ``depth``: how many results the verifier checks; ``shortlist``: how many first results
+    alignment screens before that (None: ``SHORTLIST_FACTOR`` × depth, at most ``MAX_DEPTH``; never
+    fewer than ``depth``); ``weight``: the alignment's weight against the cosine similarity;
+    ``verifier``: a verifier checkpoint path, ``"default"`` (the shipped one), a loaded
+    :class:`~lookalike.verifier.Verifier`, or None (alignment only); ``verifier_weight``: the
+    weight of its score (a logit); ``margin``: the crop around the item box, in box sides;
     ``size``: the side of the comparison grid in pixels; ``blur``: the gaussian sigma applied to
     catalog images, in grid pixels; ``saturation``: the gain of the clipped second regressor (0
     turns it off); ``shifts`` (fractions of the crop), ``scales`` and ``angles`` (degrees): the
@@ -84,6 +91,7 @@ class Reranker:
     """
 
     depth: int = 100
+    shortlist: int | None = None
     weight: float = 1.0
     verifier: str | Path | Verifier | None = "default"
     verifier_weight: float = 0.03
@@ -99,6 +107,10 @@ class Reranker:
     def __post_init__(self) -> None:
         if not 1 <= int(self.depth) <= MAX_DEPTH:
             raise InvalidRequest(f"rerank depth must be between 1 and {MAX_DEPTH}, got {self.depth}")
+        if self.shortlist is not None and not int(self.depth) <= int(self.shortlist) <= MAX_DEPTH:
+            raise InvalidRequest(
+                f"rerank shortlist must be between depth ({self.depth}) and {MAX_DEPTH}, got {self.shortlist}"
+            )
         if self.weight < 0 or not math.isfinite(self.weight):
             raise InvalidRequest(f"rerank weight must be a finite number >= 0, got {self.weight}")
         if not 8 <= int(self.size) <= 128:
@@ -110,6 +122,13 @@ class Reranker:
         if self.verifier is not None and not isinstance(self.verifier, Verifier):
             path = DEFAULT_PATH if str(self.verifier) == "default" else Path(self.verifier)
             self.verifier = _cached_verifier(str(path))
+
+    @property
+    def reach(self) -> int:
+        """How many first results alignment screens (and :meth:`rerank` may re-order)."""
+        if self.shortlist is not None:
+            return int(self.shortlist)
+        return max(int(self.depth), min(MAX_DEPTH, SHORTLIST_FACTOR * int(self.depth)))
 
     # -- both signals ---------------------------------------------------------------------------
     def prepare(self, images: Sequence) -> Candidates:
@@ -213,26 +232,36 @@ class Reranker:
         prepared: Candidates | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Order of ``candidates`` (catalog images, best first by similarity) after verification,
-        and each candidate's scores: ``(order, {"alignment": ..., "verifier": ...})``, NaN for the
-        candidates past ``depth``, which keep their places after the verified ones."""
+        and each candidate's scores: ``(order, {"alignment": ..., "verifier": ...})``.
+
+        The first :attr:`reach` candidates are aligned and ordered by similarity + alignment; the
+        verifier re-orders the best ``depth`` of them, which come first. Scores are NaN where a
+        stage did not look (past the short-list, or not among the verified); candidates past the
+        short-list keep their places at the end. ``candidates`` (or ``prepared``) needs only the
+        first :attr:`reach` images.
+        """
         n = len(similarities)
-        d = min(int(self.depth), n)
+        a = min(self.reach, n)
+        d = min(int(self.depth), a)
         sims = np.asarray(similarities, dtype=np.float64)
         if prepared is None:
-            prepared = self.prepare(list(candidates[:d]))
+            prepared = self.prepare(list(candidates[:a]))
         if box is None:
             box = (np.nan,) * 4
         full = {"alignment": np.full(n, np.nan)}
         if self.verifier is not None:
             full["verifier"] = np.full(n, np.nan)
-        if d == 0:
+        if a == 0:
             return np.arange(n), full
-        fused = sims[:d].copy()
-        for name, value in self.scores(photo, box, prepared[:d]).items():
-            full[name][:d] = value
-            fused += (self.weight if name == "alignment" else self.verifier_weight) * value
-        head = np.argsort(-fused, kind="stable")
-        return np.concatenate([head, np.arange(d, n)]), full
+        full["alignment"][:a] = self.alignment(self.views(photo, box), prepared.templates[:a])
+        stage1 = sims[:a] + self.weight * full["alignment"][:a]
+        order = np.argsort(-stage1, kind="stable")
+        head = order[:d]
+        if self.verifier is not None and prepared.verifier is not None:
+            verified = self.verifier.scores(photo_inputs([photo], np.asarray([box])), prepared.verifier[head])
+            full["verifier"][head] = verified
+            head = head[np.argsort(-(stage1[head] + self.verifier_weight * verified), kind="stable")]
+        return np.concatenate([head, order[d:], np.arange(a, n)]), full
 
 
 @functools.lru_cache(maxsize=8)

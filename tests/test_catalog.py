@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -30,6 +31,18 @@ def test_index_and_search_finds_the_item(small_catalog, fmnist_test):
     assert hits[0].category == "Coat" or hits[0].category  # has metadata
     assert all(hits[i].score >= hits[i + 1].score for i in range(len(hits) - 1))
     assert small_catalog.stats()["products"] == 300
+
+
+def test_thumbnails_in_one_call_equal_one_by_one(small_catalog):
+    """The batch read the re-ranker uses (one query on both stores) returns what the single-row
+    read does, and leaves out ids with no image."""
+    store = small_catalog.store
+    hits = small_catalog.search_vector(np.ones(small_catalog.embedder().dim, np.float32), k=20)
+    ids = [h.image_id for h in hits]
+    many = store.get_thumbnails([*ids, 10**9, -1])
+    assert sorted(many) == sorted(ids)
+    assert all(many[i] == store.get_thumbnail(i) and Image.open(io.BytesIO(many[i])).size for i in ids)
+    assert store.get_thumbnails([]) == {}
 
 
 def test_reindex_is_idempotent(small_catalog):

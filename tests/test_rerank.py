@@ -84,12 +84,38 @@ def test_rerank_orders_the_head_by_similarity_plus_alignment(candidates):
     fused = sims[order] + align[order]
     assert np.all(np.diff(fused) <= 1e-12)
     assert rows[order[0]] == 42
-    # weight 0 keeps the first-stage order; rows past `depth` keep their places, unverified
+    # weight 0 keeps the first-stage order; rows past the short-list keep their places, unaligned
     order0, _ = Reranker(depth=30, weight=0.0, verifier=None).rerank(photo, cands, sims, box)
     assert order0.tolist() == list(range(30))
-    order10, scores10 = Reranker(depth=10, verifier=None).rerank(photo, cands, sims, box)
+    order10, scores10 = Reranker(depth=10, shortlist=10, verifier=None).rerank(photo, cands, sims, box)
     assert order10[10:].tolist() == list(range(10, 30)) and np.isnan(scores10["alignment"][10:]).all()
     assert sorted(order10[:10].tolist()) == list(range(10))
+
+
+def test_alignment_screens_a_longer_list_than_the_verifier_checks(candidates):
+    """depth 5, short-list 30: the true item at place 25 is aligned, brought into the verified five
+    and checked there; the rest of the short-list follows by similarity + alignment, unverified."""
+    photo, box = _photo(candidates[42])
+    sims = np.linspace(0.6, 0.59, 40)
+    rows = [(i + 17) % 200 for i in range(40)]
+    rows[25] = 42
+    cands = [candidates[r] for r in rows]
+    rr = Reranker(depth=5, shortlist=30)
+    assert rr.reach == 30 and Reranker(depth=100).reach == 300 and Reranker(depth=500).reach == 1000
+    order, scores = rr.rerank(photo, cands, sims, box)
+    assert sorted(order.tolist()) == list(range(40)) and order[30:].tolist() == list(range(30, 40))
+    align, ver = scores["alignment"], scores["verifier"]
+    assert np.isfinite(align[:30]).all() and np.isnan(align[30:]).all()
+    head = order[:5]
+    assert np.isfinite(ver[head]).all() and np.isnan(np.delete(ver, head)).all()
+    assert rows[order[0]] == 42
+    # the verified five are those with the best similarity + alignment, in the fused order
+    stage1 = sims[:30] + align[:30]
+    assert set(head.tolist()) == set(np.argsort(-stage1)[:5].tolist())
+    fused = stage1[head] + 0.03 * ver[head]
+    assert np.all(np.diff(fused) <= 1e-12)
+    rest = order[5:30]
+    assert np.all(np.diff(stage1[rest]) <= 1e-12)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +123,8 @@ def test_rerank_orders_the_head_by_similarity_plus_alignment(candidates):
     [
         ({"depth": 0}, "depth must be between 1"),
         ({"depth": 5000}, "depth must be between 1"),
+        ({"depth": 50, "shortlist": 20}, "shortlist must be between depth"),
+        ({"shortlist": 1001}, "shortlist must be between depth"),
         ({"weight": -1.0}, "weight must be a finite number"),
         ({"weight": float("nan")}, "weight must be a finite number"),
         ({"size": 4}, "size must be between 8"),

@@ -225,7 +225,7 @@ def _score_subsets(q, g, queries: QuerySet, gallery: Gallery, clean, ks, reorder
 
 
 def _rerank_reorder(reranker: Reranker, embedder: Embedder, queries: QuerySet, gallery: Gallery):
-    """A ``reorder`` for :func:`score`: each query's first ``reranker.depth`` results re-ranked
+    """A ``reorder`` for :func:`score`: each query's first ``reranker.reach`` results re-ranked
     (alignment and verifier). ``start`` is a query number, or an array of them (the clean subset's
     rows); a query's new order is kept, so the clean subset reuses the full set's work."""
     done: dict[int, np.ndarray] = {}
@@ -244,7 +244,7 @@ def _rerank_reorder(reranker: Reranker, embedder: Embedder, queries: QuerySet, g
                 done[int(rows[i])] = head[i][order]
         return np.stack([done[int(r)] for r in rows.tolist()])
 
-    reorder.depth = reranker.depth
+    reorder.depth = reranker.reach
     return reorder
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,6 +139,16 @@ class Store(ABC):
 
     @abstractmethod
     def get_thumbnail(self, image_id: int) -> bytes | None: ...
+
+    def get_thumbnails(self, image_ids: Sequence[int]) -> dict[int, bytes]:
+        """``{image id: thumbnail}`` for those of ``image_ids`` that have one (one query where the
+        store can)."""
+        out = {}
+        for i in image_ids:
+            data = self.get_thumbnail(int(i))
+            if data is not None:
+                out[int(i)] = data
+        return out
 
     @abstractmethod
     def matching_product_pks(self, filters: dict[str, str]) -> np.ndarray:

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -633,6 +633,13 @@ class PostgresStore(Store):
     def get_thumbnail(self, image_id: int) -> bytes | None:
         rows = self._query("SELECT thumbnail FROM images WHERE id = %s", (int(image_id),))
         return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def get_thumbnails(self, image_ids: Sequence[int]) -> dict[int, bytes]:
+        rows = self._query(
+            "SELECT id, thumbnail FROM images WHERE id = ANY(%s) AND thumbnail IS NOT NULL",
+            ([int(i) for i in image_ids],),
+        )
+        return {int(image_id): bytes(data) for image_id, data in rows}
 
     def filter_sql(self, filters: dict[str, str], alias: str = "") -> tuple[sql.Composable, list]:
         """A WHERE clause over products for category / attribute equality filters."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -384,6 +384,18 @@ class SQLiteStore(Store):
     def get_thumbnail(self, image_id: int) -> bytes | None:
         rows = self._query("SELECT thumbnail FROM images WHERE id = ?", (int(image_id),))
         return rows[0][0] if rows else None
+
+    def get_thumbnails(self, image_ids: Sequence[int]) -> dict[int, bytes]:
+        ids = [int(i) for i in image_ids]
+        out: dict[int, bytes] = {}
+        for s in range(0, len(ids), 900):  # well under SQLite's bound-parameter limit
+            chunk = ids[s : s + 900]
+            marks = ",".join("?" * len(chunk))
+            for image_id, data in self._query(
+                f"SELECT id, thumbnail FROM images WHERE id IN ({marks}) AND thumbnail IS NOT NULL", chunk
+            ):
+                out[int(image_id)] = data
+        return out
 
     def matching_product_pks(self, filters: dict[str, str]) -> np.ndarray:
         clauses, params = [], []
