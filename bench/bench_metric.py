@@ -77,6 +77,7 @@ def run_protocols(
     distractors: int | None = None,
     rerank: int = 0,
     verifiers: tuple[str, ...] = ("default",),
+    protocols: tuple[str, ...] = ("class-level", "street-to-shop"),
 ) -> dict:
     from lookalike.rerank import Reranker
 
@@ -89,7 +90,11 @@ def run_protocols(
             )
             for v in verifiers
         }
-    for name, build in (("class-level", class_level), ("street-to-shop", street_to_shop)):
+    builders = {"class-level": class_level, "street-to-shop": street_to_shop}
+    unknown = set(protocols) - set(builders)
+    if unknown:
+        raise SystemExit(f"unknown protocol(s) {sorted(unknown)}: choose from {sorted(builders)}")
+    for name, build in ((p, builders[p]) for p in protocols):
         t0 = time.time()
         q, g = build(queries, seed, distractors)
         res = evaluate(models, q, g, protocol=name, rerank=reranker)
@@ -194,6 +199,9 @@ def main() -> None:
         default="default",
         help="with --rerank: comma-separated verifiers ('default', 'none' = alignment only, a path)",
     )
+    ap.add_argument(
+        "--protocols", default="class-level,street-to-shop", help="comma-separated: which protocols to run"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,6 +224,7 @@ def main() -> None:
             args.distractors,
             args.rerank,
             tuple(args.verifier.split(",")),
+            tuple(args.protocols.split(",")),
         )
         table = "\n\n".join(
             f"### {name}\n\n" + markdown_table(_as_result(d))

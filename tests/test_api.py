@@ -19,6 +19,7 @@ from lookalike.api.app import ServiceConfigError, create_app
 from lookalike.catalog import Catalog
 from lookalike.config import Settings
 from lookalike.datasets.fashion_mnist import CLASSES
+from lookalike.rerank import Reranker
 
 KEY = "test-key-0123456789abcdef"
 
@@ -170,7 +171,8 @@ def test_search_rerank_in_every_input_mode(client, fmnist_test):
     for doc in docs:
         hits = doc["results"]
         assert len(hits) == 5 and all(0 <= h["alignment"] <= 1 for h in hits), doc
-        fused = [h["score"] + h["alignment"] + 0.03 * h["verifier"] for h in hits]
+        wv = Reranker().verifier_weight
+        fused = [h["score"] + h["alignment"] + wv * h["verifier"] for h in hits]
         assert fused == sorted(fused, reverse=True)
         assert hits[0]["product_id"] == "fmnist-test-42"
     assert [h["product_id"] for h in docs[1]["results"]] == [h["product_id"] for h in docs[0]["results"]]
