@@ -431,19 +431,23 @@ class Catalog:
         model: str | None = None,
         *,
         rerank: int = 0,
+        verifier: str | None = None,
     ) -> list[Hit]:
         """Top-k products for an image (PIL image, path, http(s) URL or bytes).
 
-        ``rerank=N`` checks the first N products' images against the photo (alignment and the
-        learned verifier, :mod:`lookalike.rerank`) and re-orders them: for customer photos the exact
-        product comes first far more often, at about 10× the search time for N=100
-        (``bench/bench_rerank.py``).
+        ``rerank=N`` checks the products' images against the photo (alignment screens the first
+        3 × N, the learned verifier checks the best N of them; :mod:`lookalike.rerank`) and
+        re-orders them: for customer photos the exact product comes first far more often, at about
+        10× the search time for N=100 (``bench/bench_rerank.py``). ``verifier``: "default",
+        "none" (alignment only) or a checkpoint path; None takes the ``verifier`` setting.
         """
         model = model or self.model
         if not rerank:
             return self.search_vector(self.embed_query(query, model), k=k, filters=filters, model=model)
         image = self._query_image(query)
-        return self.search_reranked(image, k=k, filters=filters, model=model, rerank=rerank)
+        return self.search_reranked(
+            image, k=k, filters=filters, model=model, rerank=rerank, verifier=verifier
+        )
 
     def search_reranked(
         self,
@@ -453,16 +457,19 @@ class Catalog:
         model: str | None = None,
         *,
         rerank: int = 100,
+        verifier: str | None = None,
     ) -> list[Hit]:
         """Search with a loaded photo, then re-order its first products by alignment with it
         and the shipped verifier (:mod:`lookalike.rerank`): alignment screens the first
         3 × ``rerank`` results and the verifier checks the best ``rerank`` of them. Each aligned
-        hit carries its ``alignment`` score, each verified one its ``verifier`` score too."""
+        hit carries its ``alignment`` score, each verified one its ``verifier`` score too.
+        ``verifier``: "default", "none" or a checkpoint path (None: the ``verifier`` setting)."""
         from lookalike.rerank import Reranker
 
         if not 1 <= k <= 1000:
             raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
-        reranker = Reranker(depth=rerank)
+        verifier = verifier or self.settings.verifier
+        reranker = Reranker(depth=rerank, verifier=None if verifier == "none" else verifier)
         model = model or self.model
         vectors, boxes = self.embedder(model).embed_and_locate([image])
         hits = self.search_vector(vectors[0], k=max(k, reranker.reach), filters=filters, model=model)

@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     #: where networks run: auto (a CUDA GPU, then Apple MPS, then the CPU), cpu, cuda, cuda:N or mps
     device: str = "auto"
 
+    #: the verifier of re-ranked searches (``rerank=N``): "default" (the shipped one, trained for
+    #: the default model), "none" (alignment only) or a checkpoint from `lookalike train verifier`
+    verifier: str = "default"
+
     # image safety limits
     max_image_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 50_000_000

@@ -542,6 +542,17 @@ def test_insecure_configurations_are_refused(indexed_db):
         assert client.get("/v1/products/fmnist-test-1").status_code == 200
 
 
+def test_the_verifier_setting_is_checked_at_start_and_used(indexed_db, tmp_path, fmnist_test):
+    with pytest.raises(ServiceConfigError, match="LOOKALIKE_VERIFIER='/no/such/verifier.pt'"):
+        create_app(Settings(verifier="/no/such/verifier.pt"), db=indexed_db)
+    data = photo_bytes(fmnist_test[0][42], fmt="JPEG")
+    with TestClient(create_app(Settings(verifier="none"), db=indexed_db)) as client:
+        r = upload(client, data, name="p.jpg", mime="image/jpeg", k="5", rerank="30")
+        assert r.status_code == 200, r.text
+        hits = r.json()["results"]
+        assert all(0 <= h["alignment"] <= 1 and "verifier" not in h for h in hits)
+
+
 # --- system -----------------------------------------------------------------------------------
 def test_stats_health_ready(client):
     s = client.get("/v1/stats").json()

@@ -223,6 +223,13 @@ def test_cli_search_rerank_json(tmp_path, fmnist_test):
     assert table.returncode == 0 and "alignment" in table.stdout
     bad = run("--rerank", "-1")
     assert bad.returncode != 0 and "rerank" in bad.stderr
+    # --verifier none: alignment only; a verifier file that is not there is named
+    align_only = run("--rerank", "20", "-k", "3", "--json", "--verifier", "none")
+    assert align_only.returncode == 0, align_only.stderr
+    hits = json.loads(align_only.stdout)["results"]
+    assert all("alignment" in r and "verifier" not in r for r in hits)
+    missing = run("--rerank", "20", "--verifier", str(tmp_path / "nope.pt"))
+    assert missing.returncode != 0 and "nope.pt not found" in missing.stderr
 
 
 def test_embed_and_locate_matches_the_two_separate_calls(fmnist_test):

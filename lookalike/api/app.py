@@ -46,6 +46,11 @@ the products that look most like it.
 
 def check_settings(settings: Settings) -> None:
     """Refuse configurations that would be insecure or unusable."""
+    if settings.verifier not in ("default", "none") and not Path(settings.verifier).is_file():
+        raise ServiceConfigError(
+            f"LOOKALIKE_VERIFIER={settings.verifier!r} is not 'default', 'none' "
+            "or an existing checkpoint file"
+        )
     if settings.protect_reads and not settings.api_key:
         raise ServiceConfigError("protect_reads is set but no api_key is configured (set LOOKALIKE_API_KEY)")
     if settings.environment != "development" and settings.api_key is not None:

@@ -72,14 +72,25 @@ def search(
         typer.Option(
             min=0,
             max=1000,
-            help="Re-rank the first N products by how well their image aligns with the photo (0: off).",
+            help="Re-rank: alignment with the photo screens the first 3×N products and the learned "
+            "verifier checks the best N of them (0: off).",
         ),
     ] = 0,
+    verifier: Annotated[
+        str | None,
+        typer.Option(
+            help="With --rerank: 'default' (shipped), 'none' (alignment only) or a checkpoint from "
+            "`lookalike train verifier` [default: the LOOKALIKE_VERIFIER setting, else 'default']",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Find the products that look like an image."""
     with open_catalog(db) as cat:
         model = model or cat.model
-        hits = cat.search(image, k=k, filters=parse_filters(filter), model=model, rerank=rerank)
+        hits = cat.search(
+            image, k=k, filters=parse_filters(filter), model=model, rerank=rerank, verifier=verifier
+        )
         print_hits(image, model, hits, json_)
 
 

@@ -159,7 +159,9 @@ def search_image(
     model = _model(service, model)
     loaded = load_image(image, settings=service.settings, name=name)
     if rerank:
-        hits = catalog.search_reranked(loaded.image, k=k, filters=filters, model=model, rerank=rerank)
+        hits = catalog.search_reranked(
+            loaded.image, k=k, filters=filters, model=model, rerank=rerank, verifier=service.settings.verifier
+        )
     else:
         vector = catalog.embedder(model).embed_image(loaded.image)
         hits = catalog.search_vector(vector, k=k, filters=filters, model=model)
