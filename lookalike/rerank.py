@@ -92,9 +92,9 @@ class Reranker:
 
     depth: int = 100
     shortlist: int | None = None
-    weight: float = 1.0
+    weight: float = 2.0
     verifier: str | Path | Verifier | None = "default"
-    verifier_weight: float = 0.03
+    verifier_weight: float = 0.05
     margin: float = 1.15
     size: int = 28
     blur: float = 1.0

@@ -171,8 +171,8 @@ def test_search_rerank_in_every_input_mode(client, fmnist_test):
     for doc in docs:
         hits = doc["results"]
         assert len(hits) == 5 and all(0 <= h["alignment"] <= 1 for h in hits), doc
-        wv = Reranker().verifier_weight
-        fused = [h["score"] + h["alignment"] + wv * h["verifier"] for h in hits]
+        rr = Reranker()
+        fused = [h["score"] + rr.weight * h["alignment"] + rr.verifier_weight * h["verifier"] for h in hits]
         assert fused == sorted(fused, reverse=True)
         assert hits[0]["product_id"] == "fmnist-test-42"
     assert [h["product_id"] for h in docs[1]["results"]] == [h["product_id"] for h in docs[0]["results"]]

@@ -110,7 +110,7 @@ def test_alignment_screens_a_longer_list_than_the_verifier_checks(candidates):
     assert np.isfinite(ver[head]).all() and np.isnan(np.delete(ver, head)).all()
     assert rows[order[0]] == 42
     # the verified five are those with the best similarity + alignment, in the fused order
-    stage1 = sims[:30] + align[:30]
+    stage1 = sims[:30] + rr.weight * align[:30]
     assert set(head.tolist()) == set(np.argsort(-stage1)[:5].tolist())
     fused = stage1[head] + rr.verifier_weight * ver[head]
     assert np.all(np.diff(fused) <= 1e-12)
@@ -183,7 +183,8 @@ def test_catalog_search_with_rerank(db_url, fmnist_test):
         plain = cat.search(photo, k=5)
         hits = cat.search(photo, k=5, rerank=50)
         assert len(hits) == 5 and all(h.alignment is not None and h.verifier is not None for h in hits)
-        fused = [h.score + h.alignment + Reranker().verifier_weight * h.verifier for h in hits]
+        rr = Reranker()
+        fused = [h.score + rr.weight * h.alignment + rr.verifier_weight * h.verifier for h in hits]
         assert fused == sorted(fused, reverse=True)
         assert all(h.alignment is None for h in plain)
         assert "alignment" not in plain[0].to_dict() and "verifier" not in plain[0].to_dict()

@@ -12,13 +12,14 @@ PRODUCT_ID_PATTERN = r"^\w[\w.:@+=~ -]{0,127}$"
 MAX_K = 100
 MAX_IMAGES_PER_PRODUCT = 10
 MAX_FILTERS = 8
-MAX_RERANK = 200  # products a search may verify by alignment (lookalike.rerank)
+MAX_RERANK = 200  # products a search may verify (alignment screens 3x as many; lookalike.rerank)
 MAX_PAGE = 500  # products per page of GET /v1/products
 
 RERANK_DESCRIPTION = (
-    "Re-rank the first N products by how well their image aligns with the photo (0: off). With the "
-    "default model, N=100 finds the exact product first about 2.4x as often in customer photos and "
-    "makes a search about 10x slower: 155 ms instead of 16 ms on 2 cores (BENCHMARKS.md)."
+    "Re-rank against the photo (0: off): alignment screens the first 3N products and the learned "
+    "verifier checks the best N of them. With the default model, N=100 finds the exact product "
+    "first about «X»x as often in customer photos and makes a search about «Y»x slower: «MS» ms "
+    "instead of «MS0» ms on 2 cores (BENCHMARKS.md)."
 )
 FILTERS_DESCRIPTION = (
     "Only products whose `category` or attribute equals the value, e.g. "
@@ -52,13 +53,14 @@ class HitPublic(BaseModel):
     thumbnail_url: str = Field(description="Relative URL of the matched image's thumbnail.")
     alignment: float | None = Field(
         None,
-        description="With `rerank`: how well the image aligns with the photo (0..1). Absent without rerank.",
+        description="With `rerank`: how well the image aligns with the photo (0..1), for the products "
+        "alignment screened. Absent otherwise.",
     )
     verifier: float | None = Field(
         None,
         description="With `rerank`: the learned verifier's match score for the photo and this image "
-        "(a logit: higher = more likely the same product). The re-ranked hits are ordered by "
-        "score + alignment + 0.03 × verifier. Absent without rerank.",
+        "(a logit: higher = more likely the same product), for the N products it checked; they come "
+        "first, ordered by score + alignment + «WV» × verifier. Absent otherwise.",
     )
 
     @model_serializer(mode="wrap")
