@@ -47,7 +47,8 @@ def eval_cmd(
         typer.Option(
             min=0,
             max=1000,
-            help="Also score each model with its first N results re-ranked (0: off).",
+            help="Also score each model re-ranked: alignment screens its first 3×N results, the verifier "
+            "checks the best N (0: off).",
         ),
     ] = 0,
     verifier: Annotated[
