@@ -460,7 +460,7 @@ class Catalog:
         verifier: str | None = None,
     ) -> list[Hit]:
         """Search with a loaded photo, then re-order its first products by alignment with it
-        and the shipped verifier (:mod:`lookalike.rerank`): alignment screens the first
+        and a learned verifier (:mod:`lookalike.rerank`): alignment screens the first
         3 × ``rerank`` results and the verifier checks the best ``rerank`` of them. Each aligned
         hit carries its ``alignment`` score, each verified one its ``verifier`` score too.
         ``verifier``: "default", "none" or a checkpoint path (None: the ``verifier`` setting)."""
