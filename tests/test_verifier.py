@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from lookalike.errors import LookalikeError
 from lookalike.verifier import PairVerifier, Verifier, catalog_inputs, load_verifier, photo_inputs
 
 
@@ -108,12 +109,87 @@ def test_the_shipped_verifier_recognises_held_out_products():
     assert rate > 0.35, rate
 
 
+def test_an_interrupted_run_resumes_to_the_same_verifier(tmp_path, fmnist_train):
+    """Stopped after 3 of 6 steps and run again, a run ends with the weights of an uninterrupted
+    one (batches are keyed by seed and step; the state file keeps optimiser and schedule)."""
+    from lookalike.train.metric.trainer import TrainData
+    from lookalike.train.metric.verifier import VerifierRecipe, train_verifier
+
+    images, labels = fmnist_train
+    train = TrainData(images[:300], np.arange(300), labels[:300].astype(np.int64))
+    recipe = VerifierRecipe(steps=6, batch=6, negatives=3, pool=20, val_products=30, val_every=3)
+    whole, m_whole = train_verifier(
+        train, recipe, out=tmp_path / "whole.pt", run_dir=tmp_path / "a", progress=False
+    )
+    state, _ = train_verifier(
+        train, recipe, out=tmp_path / "parts.pt", run_dir=tmp_path / "b", stop_after=3, progress=False
+    )
+    assert state == tmp_path / "b" / "state.pt" and not (tmp_path / "parts.pt").exists()
+    parts, m_parts = train_verifier(
+        train, recipe, out=tmp_path / "parts.pt", run_dir=tmp_path / "b", progress=False
+    )
+    a, b = load_verifier(whole).model.state_dict(), load_verifier(parts).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert m_whole["val_pick"] == m_parts["val_pick"] and 0 <= m_whole["val_pick"] <= 1
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 0
+    history = (tmp_path / "a" / "history.json").read_text()
+    assert '"step": 3' in history and "val_pick_embedding" in history
+    # another recipe in the same run folder is refused, not silently mixed
+    with pytest.raises(LookalikeError, match="belongs to a run with another recipe"):
+        train_verifier(
+            train,
+            VerifierRecipe(steps=7, batch=6, negatives=3, pool=20),
+            out=tmp_path / "c.pt",
+            run_dir=tmp_path / "a",
+            progress=False,
+        )
+
+
+def test_bfloat16_training_learns_too(tmp_path, fmnist_train):
+    """--precision bf16 (the shipped verifier's): autocast passes, float32 weights in the file."""
+    from lookalike.train.metric.trainer import TrainData
+    from lookalike.train.metric.verifier import VerifierRecipe, train_verifier
+
+    images, labels = fmnist_train
+    train = TrainData(images[:1500], np.arange(1500), labels[:1500].astype(np.int64))
+    recipe = VerifierRecipe(steps=60, batch=12, negatives=3, pool=200, lr=2e-3, precision="bf16")
+    path, metrics = train_verifier(train, recipe, out=tmp_path / "v.pt", progress=False)
+    assert metrics["final_loss"] < np.log(4) - 0.1, metrics  # chance: 1 of 4
+    assert load_verifier(path).recipe["precision"] == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"precision": "fp8"}, "unknown precision 'fp8'"),
+        ({"val_products": 299}, "val_products must be between 0 and"),
+        ({"val_products": 10, "val_negatives": 0}, "val_negatives must be between 1"),
+        ({"val_every": 0}, "val_every and checkpoint_every must be at least 1"),
+    ],
+)
+def test_bad_recipes_are_refused_before_any_work(tmp_path, fmnist_train, change, message):
+    from lookalike.train.metric.trainer import TrainData
+    from lookalike.train.metric.verifier import VerifierRecipe, train_verifier
+
+    images, labels = fmnist_train
+    train = TrainData(images[:300], np.arange(300), labels[:300].astype(np.int64))
+    recipe = VerifierRecipe(steps=2, batch=4, negatives=3, pool=20, **change)
+    with pytest.raises(LookalikeError, match=message):
+        train_verifier(train, recipe, out=tmp_path / "v.pt", progress=False)
+    assert not (tmp_path / "v.pt").exists()
+
+
 def test_cli_trains_a_verifier_and_refuses_bad_settings(tmp_path):
     out = tmp_path / "v.pt"
-    cmd = [sys.executable, "-m", "lookalike.cli", "train", "verifier", "--limit", "300", "--out", str(out)]
+    cmd = [sys.executable, "-m", "lookalike.cli", "train", "verifier", "--limit", "300"]
+    cmd += ["--run-dir", str(tmp_path / "run"), "--out", str(out)]
     small = ["--steps", "2", "--batch", "4", "--pool", "10"]
     ok = subprocess.run(cmd + small, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert load_verifier(out).recipe["steps"] == 2
+    recipe = load_verifier(out).recipe
+    assert recipe["steps"] == 2 and recipe["val_products"] == 30  # a tenth of a small catalog
+    assert (tmp_path / "run" / "state.pt").exists() and (tmp_path / "run" / "curves.png").exists()
     bad = subprocess.run(cmd + ["--pool", "5000"], capture_output=True, text=True)
     assert bad.returncode == 1 and "pool must be larger than negatives" in bad.stderr
+    bad = subprocess.run(cmd + small + ["--precision", "fp8"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "unknown precision 'fp8'" in bad.stderr

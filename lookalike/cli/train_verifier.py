@@ -18,9 +18,13 @@ def train_verifier_cmd(
     data: Annotated[
         str, typer.Option(help="Catalog to train on: fashion-mnist[:train] or any source `index` accepts.")
     ] = "fashion-mnist:train",
-    out: Annotated[Path, typer.Option(help="Where to write the verifier checkpoint.")] = Path(
-        "runs/verifier/verifier.pt"
-    ),
+    run_dir: Annotated[
+        Path, typer.Option(help="Run folder: state (resumes when re-run), curves, history.")
+    ] = Path("runs/verifier"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the verifier checkpoint [default: RUN_DIR/verifier.pt]."),
+    ] = None,
     embedder: Annotated[
         str, typer.Option(help="The embedder whose short-lists it will re-rank.")
     ] = "default",
@@ -29,6 +33,21 @@ def train_verifier_cmd(
     negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per street view.")] = 7,
     pool: Annotated[int, typer.Option(min=2, help="Negatives come from the embedder's POOL nearest.")] = 40,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (one-cycle).")] = 1e-3,
+    precision: Annotated[
+        str, typer.Option(help="fp32, or bf16 (bfloat16 autocast: fast on CPUs with AVX512-BF16 / AMX).")
+    ] = "fp32",
+    val_products: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Hold out the last N products to validate on (0: none) [default: 500, at most a tenth].",
+        ),
+    ] = None,
+    val_every: Annotated[int, typer.Option(min=1, help="Validate every N steps.")] = 500,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop (and save the run's state) after N steps; re-run to go on."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N products.")] = None,
     seed: Annotated[int, typer.Option(help="Seed: a run is deterministic for it.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 2,
@@ -37,6 +56,9 @@ def train_verifier_cmd(
     from lookalike.train.metric.data import load_train_data
     from lookalike.train.metric.verifier import VerifierRecipe, train_verifier
 
+    train_data = load_train_data(data, limit=limit)
+    if val_products is None:
+        val_products = min(500, len(train_data) // 10)
     recipe = VerifierRecipe(
         steps=steps,
         batch=batch,
@@ -46,12 +68,20 @@ def train_verifier_cmd(
         seed=seed,
         threads=threads,
         embedder=embedder,
+        precision=precision,
+        val_products=val_products,
+        val_every=val_every,
         command="lookalike " + shlex.join(sys.argv[1:]),
     )
-    train_data = load_train_data(data, limit=limit)
     console.print(
         f"training a verifier for {embedder} on {len(train_data)} products from {data} ({steps} steps)"
     )
-    path, metrics = train_verifier(train_data, recipe, out=out, log=console.print)
+    out = out or run_dir / "verifier.pt"
+    path, metrics = train_verifier(
+        train_data, recipe, out=out, run_dir=run_dir, stop_after=stop_after, log=console.print
+    )
+    if stop_after is not None and stop_after < steps:
+        console.print(f"stopped after {stop_after} steps; the same command goes on from {path}")
+        return
     console.print(f"[bold green]done[/] in {metrics['seconds']:.0f}s: {metrics}")
     console.print(f"use it: lookalike eval -m {embedder} --rerank 100 --verifier {path}")

@@ -733,8 +733,13 @@ def _save_atomic(obj, path: Path) -> None:
     tmp.replace(path)
 
 
-def save_curves(history: list[dict], path: Path) -> Path:
-    """Loss (smoothed) and validation Recall@K against the step, as a PNG."""
+def save_curves(
+    history: list[dict],
+    path: Path,
+    keys: tuple[str, ...] = ("val_R@1", "val_R@10", "val_class_R@1"),
+    title: str = "validation (street -> shop)",
+) -> Path:
+    """Loss (smoothed) and the validation metrics ``keys`` against the step, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -749,14 +754,14 @@ def save_curves(history: list[dict], path: Path) -> Path:
     a1.set_xlabel("step")
     a1.set_ylabel("loss (smoothed)")
     a1.set_title("training loss")
-    for key in ("val_R@1", "val_R@10", "val_class_R@1"):
+    for key in keys:
         pts = sorted((h["step"], h[key]) for h in history if key in h)
         if pts:
             xs, ys = zip(*pts, strict=True)
             a2.plot(xs, ys, marker="o", label=key.removeprefix("val_"))
     a2.set_xlabel("step")
     a2.set_ylim(0, 1)
-    a2.set_title("validation (street -> shop)")
+    a2.set_title(title)
     a2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=80)
