@@ -23,7 +23,7 @@ def train_verifier_cmd(
     ] = Path("runs/verifier"),
     out: Annotated[
         Path | None,
-        typer.Option(help="Where to write the verifier checkpoint [default: RUN_DIR/verifier.pt]."),
+        typer.Option(help="Where to write the verifier checkpoint (default RUN_DIR/verifier.pt)."),
     ] = None,
     embedder: Annotated[
         str, typer.Option(help="The embedder whose short-lists it will re-rank.")
@@ -40,7 +40,7 @@ def train_verifier_cmd(
         int | None,
         typer.Option(
             min=0,
-            help="Hold out the last N products to validate on (0: none) [default: 500, at most a tenth].",
+            help="Hold out the last N products to validate on (0: none; default 500, at most a tenth).",
         ),
     ] = None,
     val_every: Annotated[int, typer.Option(min=1, help="Validate every N steps.")] = 500,
