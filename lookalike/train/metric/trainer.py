@@ -738,8 +738,10 @@ def save_curves(
     path: Path,
     keys: tuple[str, ...] = ("val_R@1", "val_R@10", "val_class_R@1"),
     title: str = "validation (street -> shop)",
+    labels: dict[str, str] | None = None,
 ) -> Path:
-    """Loss (smoothed) and the validation metrics ``keys`` against the step, as a PNG."""
+    """Loss (smoothed) and the validation metrics ``keys`` (named by ``labels``) against the step,
+    as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -758,7 +760,7 @@ def save_curves(
         pts = sorted((h["step"], h[key]) for h in history if key in h)
         if pts:
             xs, ys = zip(*pts, strict=True)
-            a2.plot(xs, ys, marker="o", label=key.removeprefix("val_"))
+            a2.plot(xs, ys, marker="o", label=(labels or {}).get(key, key.removeprefix("val_")))
     a2.set_xlabel("step")
     a2.set_ylim(0, 1)
     a2.set_title(title)

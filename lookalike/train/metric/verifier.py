@@ -247,6 +247,7 @@ def train_verifier(
             Path(run_dir) / "curves.png",
             keys=("val_pick", "val_pick_embedding"),
             title=f"held-out product first among {r.val_negatives} near misses",
+            labels={"val_pick": "verifier", "val_pick_embedding": "embedding alone"},
         )
         (Path(run_dir) / "history.json").write_text(json.dumps(history))
     log(f"wrote {path} ({metrics})")
