@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lookalike.errors import LookalikeError
 from lookalike.progress import progress_bar
 from lookalike.train.metric.augment import StreetViewAugment
-from lookalike.train.metric.trainer import PRECISIONS, TrainData, save_curves
+from lookalike.train.metric.trainer import PRECISIONS, TrainData, _save_atomic, save_curves
 from lookalike.verifier import PairVerifier, Verifier, catalog_inputs, photo_inputs
 
 
@@ -156,8 +156,7 @@ def train_verifier(
             log(f"resuming {state_path} at step {step}")
 
     def save_state() -> None:
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(
+        _save_atomic(
             {
                 "kind": "verifier",
                 "recipe": recipe_key,
@@ -168,9 +167,8 @@ def train_verifier(
                 "history": json.dumps(history),
                 "elapsed": elapsed_before + time.time() - t0,
             },
-            tmp,
+            state_path,
         )
-        tmp.replace(state_path)
 
     def validate() -> dict:
         v = _validate(model, val)
