@@ -179,6 +179,23 @@ def test_bad_recipes_are_refused_before_any_work(tmp_path, fmnist_train, change,
     assert not (tmp_path / "v.pt").exists()
 
 
+def test_a_pause_without_a_run_folder_is_refused_before_any_work(tmp_path, fmnist_train):
+    from lookalike.train.metric.trainer import TrainData
+    from lookalike.train.metric.verifier import VerifierRecipe, train_verifier
+
+    images, labels = fmnist_train
+    train = TrainData(images[:300], np.arange(300), labels[:300].astype(np.int64))
+    with pytest.raises(LookalikeError, match="stop_after needs a run_dir"):
+        train_verifier(
+            train,
+            VerifierRecipe(steps=4, batch=4, negatives=3, pool=20),
+            out=tmp_path / "v.pt",
+            stop_after=2,
+            progress=False,
+        )
+    assert not (tmp_path / "v.pt").exists()
+
+
 def test_cli_trains_a_verifier_and_refuses_bad_settings(tmp_path):
     out = tmp_path / "v.pt"
     cmd = [sys.executable, "-m", "lookalike.cli", "train", "verifier", "--limit", "300"]

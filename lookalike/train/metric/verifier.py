@@ -97,6 +97,8 @@ def train_verifier(
 
     r = recipe or VerifierRecipe()
     _check(r, len(data))
+    if stop_after is not None and run_dir is None:
+        raise LookalikeError("stop_after needs a run_dir to save the run in")
     log = log or (lambda msg: None)
     torch.set_num_threads(r.threads)
     torch.manual_seed(r.seed)
@@ -189,8 +191,6 @@ def train_verifier(
             advance(step)
             while step < r.steps:
                 if stop_after is not None and step >= stop_after:
-                    if state_path is None:
-                        raise LookalikeError("stop_after needs a run_dir to save the run in")
                     save_state()
                     return state_path, dict(last_val)
                 q, c = ahead.result()
