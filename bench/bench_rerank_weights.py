@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default="default")
     ap.add_argument("--verifiers", default="default", help="comma-separated: 'default' or checkpoint paths")
+    ap.add_argument("--precisions", default="fp32", help="verifier precisions, comma-separated: fp32, bf16")
     ap.add_argument("--depths", default="100,200")
     ap.add_argument(
         "--align-depths",
@@ -107,7 +108,12 @@ def main() -> None:
             for wa in wa_grid:
                 _, order = heads(a, d, wa)
                 np.put_along_axis(need, order[:, :d], True, axis=1)
-    verifiers = {v: load_verifier(None if v == "default" else v) for v in args.verifiers.split(",")}
+    precisions = args.precisions.split(",")
+    verifiers = {
+        v if p == "fp32" else f"{v}@{p}": load_verifier(None if v == "default" else v, precision=p)
+        for v in args.verifiers.split(",")
+        for p in precisions
+    }
     cat_in = catalog_inputs(shop)
     ver = {v: np.full(top.shape, np.nan, np.float32) for v in verifiers}
     t0 = time.time()

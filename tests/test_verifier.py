@@ -97,6 +97,39 @@ def test_checkpoint_round_trip(tmp_path, fmnist_train):
     assert loaded.recipe == {"steps": 1}
 
 
+def test_scoring_folds_batch_norm_without_changing_the_logits(fmnist_train):
+    """Scores come from a folded, channels-last copy (inference_copy): the trained network's own
+    eval-mode logits to float32 rounding; bf16 scoring stays close and keeps the order."""
+    from lookalike.train.metric.augment import StreetViewAugment
+
+    torch.manual_seed(2)
+    model = PairVerifier()
+    with torch.no_grad():  # BatchNorm statistics and affine terms far from the identity
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.2, 3.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    images = fmnist_train[0][:300]
+    photo = StreetViewAugment()(images[0], np.random.default_rng(3))
+    q, c = photo_inputs([photo], np.full((1, 4), np.nan)), catalog_inputs(list(images))
+    with torch.inference_mode():
+        want = model(q.expand(len(c), -1, -1, -1), c).numpy()
+    verifier = Verifier(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in verifier._fast.modules())
+    got = verifier.scores(q, c)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in verifier.model.modules())  # saved as trained
+    shipped, half = load_verifier(), load_verifier(precision="bf16")
+    full, rounded = shipped.scores(q, c), half.scores(q, c)
+    assert np.corrcoef(full, rounded)[0, 1] > 0.99, np.corrcoef(full, rounded)
+    assert np.abs(full - rounded).max() < 0.1 * full.std() + 0.05, (np.abs(full - rounded).max(), full.std())
+    with pytest.raises(LookalikeError, match="precision"):
+        Verifier(model, precision="fp16")
+
+
 def test_the_shipped_verifier_recognises_held_out_products():
     """Test-split products (never trained on), each against 7 of the default model's 40 nearest
     other catalog images: the shipped verifier picks the product far above chance (1 in 8)."""
