@@ -469,7 +469,11 @@ class Catalog:
         if not 1 <= k <= 1000:
             raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
         verifier = verifier or self.settings.verifier
-        reranker = Reranker(depth=rerank, verifier=None if verifier == "none" else verifier)
+        reranker = Reranker(
+            depth=rerank,
+            verifier=None if verifier == "none" else verifier,
+            verifier_precision=self.settings.verifier_precision,
+        )
         model = model or self.model
         vectors, boxes = self.embedder(model).embed_and_locate([image])
         hits = self.search_vector(vectors[0], k=max(k, reranker.reach), filters=filters, model=model)

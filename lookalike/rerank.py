@@ -41,7 +41,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lookalike.errors import InvalidRequest
-from lookalike.verifier import DEFAULT_PATH, Verifier, catalog_inputs, load_verifier, photo_inputs
+from lookalike.verifier import (
+    DEFAULT_PATH,
+    PRECISIONS,
+    Verifier,
+    catalog_inputs,
+    load_verifier,
+    photo_inputs,
+)
 
 #: the most candidates one query may align (each costs about 0.1 ms on 2 cores: bench/bench_rerank.py)
 MAX_DEPTH = 1000
@@ -83,7 +90,8 @@ class Reranker:
     fewer than ``depth``); ``weight``: the alignment's weight against the cosine similarity;
     ``verifier``: a verifier checkpoint path, ``"default"`` (the shipped one), a loaded
     :class:`~lookalike.verifier.Verifier`, or None (alignment only); ``verifier_weight``: the
-    weight of its score (a logit); ``margin``: the crop around the item box, in box sides;
+    weight of its score (a logit); ``verifier_precision``: "fp32" or "bf16", for a verifier given
+    by path or name; ``margin``: the crop around the item box, in box sides;
     ``size``: the side of the comparison grid in pixels; ``blur``: the gaussian sigma applied to
     catalog images, in grid pixels; ``saturation``: the gain of the clipped second regressor (0
     turns it off); ``shifts`` (fractions of the crop), ``scales`` and ``angles`` (degrees): the
@@ -95,6 +103,7 @@ class Reranker:
     weight: float = 2.0
     verifier: str | Path | Verifier | None = "default"
     verifier_weight: float = 0.05
+    verifier_precision: str = "fp32"
     margin: float = 1.15
     size: int = 28
     blur: float = 1.0
@@ -119,9 +128,13 @@ class Reranker:
             raise InvalidRequest(f"rerank margin must be at least 1.0, got {self.margin}")
         if self.verifier_weight < 0 or not math.isfinite(self.verifier_weight):
             raise InvalidRequest(f"verifier weight must be a finite number >= 0, got {self.verifier_weight}")
+        if self.verifier_precision not in PRECISIONS:
+            raise InvalidRequest(
+                f"verifier precision must be one of {', '.join(PRECISIONS)}, got {self.verifier_precision!r}"
+            )
         if self.verifier is not None and not isinstance(self.verifier, Verifier):
             path = DEFAULT_PATH if str(self.verifier) == "default" else Path(self.verifier)
-            self.verifier = _cached_verifier(str(path))
+            self.verifier = _cached_verifier(str(path), self.verifier_precision)
 
     @property
     def reach(self) -> int:
@@ -265,8 +278,8 @@ class Reranker:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_verifier(path: str) -> Verifier:
-    return load_verifier(path)
+def _cached_verifier(path: str, precision: str = "fp32") -> Verifier:
+    return load_verifier(path, precision)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -130,6 +131,7 @@ def test_alignment_screens_a_longer_list_than_the_verifier_checks(candidates):
         ({"size": 4}, "size must be between 8"),
         ({"margin": 0.5}, "margin must be at least 1.0"),
         ({"verifier_weight": -0.1}, "verifier weight must be a finite number"),
+        ({"verifier_precision": "fp16"}, "verifier precision must be one of fp32, bf16"),
     ],
 )
 def test_bad_settings_are_refused_by_name(kwargs, message):
@@ -211,15 +213,28 @@ def test_cli_search_rerank_json(tmp_path, fmnist_test):
     path = tmp_path / "photo.jpg"
     _photo(fmnist_test[0][9])[0].save(path)
 
-    def run(*args):
+    def run(*args, env=None):
         cmd = [sys.executable, "-m", "lookalike.cli", "search", str(path), "--db", db, *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
     proc = run("--rerank", "20", "-k", "3", "--json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert len(doc["results"]) == 3 and all(0 <= r["alignment"] <= 1 for r in doc["results"])
     assert all(isinstance(r["verifier"], float) for r in doc["results"])
+    # LOOKALIKE_VERIFIER_PRECISION=bf16: the same alignment, verifier scores within a few hundredths
+    env = dict(os.environ, LOOKALIKE_VERIFIER_PRECISION="bf16")
+    half = run("--rerank", "20", "-k", "20", "--json", env=env)
+    full = run("--rerank", "20", "-k", "20", "--json")
+    assert half.returncode == 0 and full.returncode == 0, half.stderr + full.stderr
+    a = {r["image_id"]: r for r in json.loads(full.stdout)["results"]}
+    b = {r["image_id"]: r for r in json.loads(half.stdout)["results"]}
+    assert a.keys() == b.keys()
+    assert all(a[i]["alignment"] == b[i]["alignment"] for i in a)
+    diffs = [abs(a[i]["verifier"] - b[i]["verifier"]) for i in a]
+    assert 0 < max(diffs) < 0.2, diffs  # bf16 really ran, and stayed close
+    bad_env = run("--rerank", "20", env=dict(os.environ, LOOKALIKE_VERIFIER_PRECISION="fp16"))
+    assert bad_env.returncode != 0 and "LOOKALIKE_VERIFIER_PRECISION='fp16'" in bad_env.stderr
     table = run("--rerank", "20", "-k", "3")
     assert table.returncode == 0 and "alignment" in table.stdout
     bad = run("--rerank", "-1")

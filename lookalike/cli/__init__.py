@@ -12,6 +12,8 @@ import importlib
 import pkgutil
 import sys
 
+from pydantic import ValidationError
+
 from lookalike.cli.app import app, state
 from lookalike.errors import LookalikeError
 
@@ -38,3 +40,10 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except ValidationError as exc:
+        if exc.title != "Settings" or state["debug"]:
+            raise
+        for err in exc.errors():  # a bad LOOKALIKE_* variable (or .env line): name it, no traceback
+            name = "LOOKALIKE_" + "_".join(str(p) for p in err["loc"]).upper()
+            print(f"error: setting {name}={err.get('input')!r}: {err['msg']}", file=sys.stderr)
+        sys.exit(1)
