@@ -66,6 +66,13 @@ def _grey_array(image) -> np.ndarray:
     return arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 or arr.max() > 1.0 else 1.0)
 
 
+def _grey_u8(image) -> object:
+    """A PIL image -> its grey uint8 array (what both signals start from); anything else as is."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image if image.mode == "L" else image.convert("L"))
+    return image
+
+
 @dataclass
 class Candidates:
     """A short-list's catalog images, prepared once: alignment templates and verifier inputs."""
@@ -145,7 +152,9 @@ class Reranker:
 
     # -- both signals ---------------------------------------------------------------------------
     def prepare(self, images: Sequence) -> Candidates:
-        """Catalog images -> what :meth:`rerank` compares the photo with."""
+        """Catalog images -> what :meth:`rerank` compares the photo with. Each image is turned
+        grey once, for both signals."""
+        images = [_grey_u8(img) for img in images]
         templates = self.templates(images)
         ver = catalog_inputs(images) if self.verifier is not None else None
         return Candidates(templates, ver)

@@ -96,7 +96,11 @@ def catalog_inputs(images: Sequence) -> torch.Tensor:
     out = np.zeros((len(images), 1, SIZE, SIZE), dtype=np.float32)
     for i, img in enumerate(images):
         if not isinstance(img, Image.Image):
-            img = Image.fromarray(np.asarray(img, dtype=np.uint8))
+            arr = np.asarray(img, dtype=np.uint8)
+            if arr.shape == (inner, inner):  # already grey at the right size: no PIL round trip
+                out[i, 0, pad : pad + inner, pad : pad + inner] = arr / np.float32(255.0)
+                continue
+            img = Image.fromarray(arr)
         img = img.convert("L")
         if img.size != (inner, inner):
             img = img.resize((inner, inner), Image.Resampling.BILINEAR)
