@@ -326,7 +326,7 @@ INVALID_SEARCHES = [
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"k": "0"}},
     {"files": {"photo": ("a.png", b"x", "image/png")}},
     {"json": {"product_id": "fmnist-test-1", "model": "trained:/etc/passwd"}},  # only the catalog's models
-    {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "201"}},
+    {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "501"}},
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "-1"}},
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "many"}},
     {"params": {"rerank": "5000"}, "content": b"x", "headers": {"Content-Type": "image/png"}},

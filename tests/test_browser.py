@@ -145,7 +145,7 @@ def test_alignment_check_box_reranks_and_can_be_turned_off(page, server, tmp_pat
     page.wait_for_selector(".card .alignment")
     shot(page, "01b-reranked-results")
     checked = httpx.post(
-        f"{server}/v1/search", files={"image": ("s.jpg", data, "image/jpeg")}, data={"k": 12, "rerank": 100}
+        f"{server}/v1/search", files={"image": ("s.jpg", data, "image/jpeg")}, data={"k": 12, "rerank": 300}
     ).json()
     assert card_ids(page) == [h["product_id"] for h in checked["results"]]
     first = page.locator(".card").first.locator(".alignment").inner_text()

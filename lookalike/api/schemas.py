@@ -12,14 +12,14 @@ PRODUCT_ID_PATTERN = r"^\w[\w.:@+=~ -]{0,127}$"
 MAX_K = 100
 MAX_IMAGES_PER_PRODUCT = 10
 MAX_FILTERS = 8
-MAX_RERANK = 200  # products a search may verify (alignment screens 3x as many; lookalike.rerank)
+MAX_RERANK = 500  # products a search may verify (alignment screens 3x as many; lookalike.rerank)
 MAX_PAGE = 500  # products per page of GET /v1/products
 
 RERANK_DESCRIPTION = (
     "Re-rank against the photo (0: off): alignment screens the first 3N products and the learned "
-    "verifier checks the best N of them. With the default model, N=100 finds the exact product "
-    "first about 3x as often in customer photos and makes a search about 9x slower: 146 ms "
-    "instead of 16 ms on 2 cores (BENCHMARKS.md)."
+    "verifier checks the best N of them. With the default model, N=300 finds the exact product "
+    "first about 4x as often in customer photos and makes a search about 17x slower: 267 ms "
+    "instead of 16 ms on 2 cores (N=100: 127 ms; BENCHMARKS.md)."
 )
 FILTERS_DESCRIPTION = (
     "Only products whose `category` or attribute equals the value, e.g. "

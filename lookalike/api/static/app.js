@@ -55,8 +55,8 @@ let requestSeq = 0;
 // page asks for the key and keeps it in this tab only (sessionStorage; never localStorage or a URL).
 const KEY_STORAGE = "lookalike.apiKey";
 const AUTH_CODES = new Set(["missing_api_key", "invalid_api_key"]);
-/** how many results the server checks by alignment when the box is ticked (the API allows 200) */
-const RERANK_DEPTH = 100;
+/** how many results the verifier checks when the box is ticked (alignment screens 3x as many; the API allows 500) */
+const RERANK_DEPTH = 300;
 let apiKey = "";
 try { apiKey = sessionStorage.getItem(KEY_STORAGE) || ""; } catch (_) { /* storage disabled */ }
 
