@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     #: the default model), "none" (alignment only) or a checkpoint from `lookalike train verifier`
     verifier: str = "default"
     #: how the verifier computes: fp32, or bf16 (about twice as fast on CPUs with native bfloat16,
-    #: AVX512-BF16 or AMX, and possibly slower elsewhere; its scores move by a few hundredths)
+    #: AVX512-BF16 or AMX, and possibly slower elsewhere; its logits move by up to about 0.1)
     verifier_precision: Literal["fp32", "bf16"] = "fp32"
 
     # image safety limits

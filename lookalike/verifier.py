@@ -140,7 +140,8 @@ class Verifier:
     change ``model``'s weights through a new ``Verifier``.
 
     ``precision="bf16"`` scores in bfloat16 autocast: about twice as fast again on CPUs with native
-    bfloat16 (AVX512-BF16, AMX), possibly slower elsewhere; logits move by a few hundredths.
+    bfloat16 (AVX512-BF16, AMX), possibly slower elsewhere; logits move by up to about 0.1
+    (their spread is about 2).
     """
 
     def __init__(
