@@ -18,8 +18,8 @@ MAX_PAGE = 500  # products per page of GET /v1/products
 RERANK_DESCRIPTION = (
     "Re-rank against the photo (0: off): alignment screens the first 3N products and the learned "
     "verifier checks the best N of them. With the default model, N=300 finds the exact product "
-    "first about 4x as often in customer photos and makes a search about 17x slower: 267 ms "
-    "instead of 16 ms on 2 cores (N=100: 127 ms; BENCHMARKS.md)."
+    "first about 4x as often in customer photos and makes a search about 16x slower: 260 ms "
+    "instead of 17 ms on 2 cores (N=100: 136 ms; BENCHMARKS.md)."
 )
 FILTERS_DESCRIPTION = (
     "Only products whose `category` or attribute equals the value, e.g. "
