@@ -222,7 +222,7 @@ def test_cli_search_rerank_json(tmp_path, fmnist_test):
     doc = json.loads(proc.stdout)
     assert len(doc["results"]) == 3 and all(0 <= r["alignment"] <= 1 for r in doc["results"])
     assert all(isinstance(r["verifier"], float) for r in doc["results"])
-    # LOOKALIKE_VERIFIER_PRECISION=bf16: the same alignment, verifier scores within a few hundredths
+    # LOOKALIKE_VERIFIER_PRECISION=bf16: the same alignment, verifier scores within about 0.1
     env = dict(os.environ, LOOKALIKE_VERIFIER_PRECISION="bf16")
     half = run("--rerank", "20", "-k", "20", "--json", env=env)
     full = run("--rerank", "20", "-k", "20", "--json")
