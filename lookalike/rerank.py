@@ -13,7 +13,10 @@ top of the list. Instance-retrieval systems therefore verify their short-list ge
 3. the comparison is a per-colour-channel regression of the crop on the catalog image (and on a
    saturated copy of it, since a photographed product's opacity clips): the share of the crop's
    variance it explains, R², in 0..1. It ignores the product's colour, its polarity (light on dark or
-   dark on light) and the photo's brightness and contrast, as the street photos vary in all four;
+   dark on light) and the photo's brightness and contrast, as the street photos vary in all four.
+   A smooth field across the crop (a polynomial in x and y of degree ``background``: uneven
+   lighting, a gradient background) is first taken out of both the crop and the catalog image, so
+   R² is the share of what is left that the product explains;
 4. the short-list is ordered by ``similarity + weight × alignment``: alignment is cheap (about
    0.1 ms a candidate), so it screens a longer list than the verifier can afford and brings up
    products the embedding ranked low;
@@ -54,6 +57,8 @@ from lookalike.verifier import (
 MAX_DEPTH = 1000
 #: by default alignment screens this many times ``depth`` candidates (at most MAX_DEPTH)
 SHORTLIST_FACTOR = 3
+#: the highest degree of the smooth field alignment takes out (``Reranker.background``)
+MAX_BACKGROUND = 8
 
 
 def _grey_array(image) -> np.ndarray:
@@ -101,13 +106,14 @@ class Reranker:
     by path or name; ``margin``: the crop around the item box, in box sides;
     ``size``: the side of the comparison grid in pixels; ``blur``: the gaussian sigma applied to
     catalog images, in grid pixels; ``saturation``: the gain of the clipped second regressor (0
-    turns it off); ``shifts`` (fractions of the crop), ``scales`` and ``angles`` (degrees): the
-    transforms tried.
+    turns it off); ``background``: the degree of the smooth field (polynomial in x and y) taken out
+    of the crop and the catalog image before comparing them (0: only their means); ``shifts``
+    (fractions of the crop), ``scales`` and ``angles`` (degrees): the transforms tried.
     """
 
     depth: int = 100
     shortlist: int | None = None
-    weight: float = 2.0
+    weight: float = 1.0
     verifier: str | Path | Verifier | None = "default"
     verifier_weight: float = 0.05
     verifier_precision: str = "fp32"
@@ -115,10 +121,12 @@ class Reranker:
     size: int = 28
     blur: float = 1.0
     saturation: float = 4.0
+    background: int = 4
     shifts: Sequence[float] = (-0.12, -0.06, 0.0, 0.06, 0.12)
     scales: Sequence[float] = (0.9, 1.0, 1.1)
     angles: Sequence[float] = (-8.0, 0.0, 8.0)
     _grid: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _field: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= int(self.depth) <= MAX_DEPTH:
@@ -131,6 +139,10 @@ class Reranker:
             raise InvalidRequest(f"rerank weight must be a finite number >= 0, got {self.weight}")
         if not 8 <= int(self.size) <= 128:
             raise InvalidRequest(f"rerank size must be between 8 and 128 pixels, got {self.size}")
+        if not 0 <= int(self.background) <= MAX_BACKGROUND:
+            raise InvalidRequest(
+                f"rerank background degree must be between 0 and {MAX_BACKGROUND}, got {self.background}"
+            )
         if self.margin < 1.0:
             raise InvalidRequest(f"rerank margin must be at least 1.0, got {self.margin}")
         if self.verifier_weight < 0 or not math.isfinite(self.verifier_weight):
@@ -184,10 +196,38 @@ class Reranker:
             self._grid = F.affine_grid(theta, [len(thetas), 3, self.size, self.size], align_corners=False)
         return self._grid
 
+    def smooth_fields(self) -> torch.Tensor:
+        """An orthonormal basis of the smooth fields alignment ignores: (m, size*size), the
+        monomials x^i y^j with 0 < i + j <= ``background`` over the grid, made zero-mean; built
+        once. Empty when ``background`` is 0."""
+        if self._field is None:
+            s, deg = int(self.size), int(self.background)
+            yy, xx = torch.meshgrid(
+                torch.linspace(-1, 1, s, dtype=torch.float64),
+                torch.linspace(-1, 1, s, dtype=torch.float64),
+                indexing="ij",
+            )
+            x, y = xx.reshape(-1), yy.reshape(-1)
+            terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i) if i + j > 0]
+            if terms:
+                m = torch.stack(terms, dim=1)
+                self._field = torch.linalg.qr(m - m.mean(dim=0))[0].T.float().contiguous()
+            else:
+                self._field = torch.zeros(0, s * s)
+        return self._field
+
+    def _without_field(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., size*size) less its projection on the smooth fields."""
+        basis = self.smooth_fields()
+        if not len(basis):
+            return x
+        return x - (x @ basis.T) @ basis
+
     # -- catalog side ---------------------------------------------------------------------------
     def templates(self, images: Sequence) -> torch.Tensor:
         """Catalog images -> (n, 2, size*size): zero-mean, unit-norm regressors (the grey image, and
-        its saturated copy made orthogonal to it; zeros when ``saturation`` is 0)."""
+        its saturated copy made orthogonal to it; zeros when ``saturation`` is 0), both without
+        their smooth fields (``background``)."""
         n, s = len(images), int(self.size)
         grey = np.empty((n, s, s), dtype=np.float32)
         for i, img in enumerate(images):
@@ -204,10 +244,10 @@ class Reranker:
             radius = max(1, int(math.ceil(3 * self.blur)))
             t = gaussian_blur(t[:, None], kernel_size=2 * radius + 1, sigma=float(self.blur))[:, 0]
         t = t.reshape(n, s * s)
-        base = _unit(t - t.mean(dim=1, keepdim=True))
+        base = _unit(self._without_field(t - t.mean(dim=1, keepdim=True)))
         if self.saturation > 0:
             sat = (t * self.saturation).clamp(max=1.0)
-            sat = sat - sat.mean(dim=1, keepdim=True)
+            sat = self._without_field(sat - sat.mean(dim=1, keepdim=True))
             sat = _unit(sat - (sat * base).sum(dim=1, keepdim=True) * base)
         else:
             sat = torch.zeros_like(base)
@@ -216,7 +256,8 @@ class Reranker:
     # -- photo side -----------------------------------------------------------------------------
     def views(self, photo: Image.Image, box: Sequence[float] | None = None) -> torch.Tensor:
         """The photo's item under every transform: (n_transforms, 3, size*size), zero-mean per
-        channel. ``box = (cx, cy, side, angle)`` in pixels; None = the whole frame."""
+        channel and without its smooth field (``background``). ``box = (cx, cy, side, angle)`` in
+        pixels; None = the whole frame."""
         from lookalike.embedders._localizer import crop_item
 
         photo = photo if photo.mode == "RGB" else photo.convert("RGB")
@@ -231,7 +272,7 @@ class Reranker:
             x.expand(len(grid), -1, -1, -1), grid, mode="bilinear", padding_mode="border", align_corners=False
         )
         w = warped.reshape(len(grid), 3, -1)
-        return w - w.mean(dim=2, keepdim=True)
+        return self._without_field(w - w.mean(dim=2, keepdim=True))
 
     def alignment(self, views: torch.Tensor, templates: torch.Tensor) -> np.ndarray:
         """R² of the best transform for each template: (n_templates,) in 0..1."""

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lookalike.errors import InvalidRequest
@@ -71,6 +72,45 @@ def test_alignment_ignores_colour_polarity_brightness_and_contrast(candidates):
         np.testing.assert_allclose(rr.alignment(rr.views(other, box), templates), base, atol=0.02)
 
 
+@pytest.mark.parametrize("item", [7, 42, 150])
+def test_alignment_takes_out_uneven_lighting(candidates, item):
+    """A photo lit unevenly (a light field that is a smooth polynomial across the frame, from 0.15
+    to about 1.7×): with the smooth field taken out (``background=4``, the default), the true item
+    stays first among 200 and keeps its R²; comparing the raw crops (``background=0``) loses most
+    of its R² to the light field."""
+    photo, box = _photo(candidates[item])
+    arr = np.asarray(photo, dtype=np.float64)
+    yy, xx = np.mgrid[0 : arr.shape[0], 0 : arr.shape[1]]
+    u, v = (xx - 58.0) / 40, (yy - 48.0) / 40
+    light = np.clip(0.75 + 0.45 * u - 0.25 * v + 0.2 * u * v - 0.15 * u * u, 0.15, 2.0)
+    lit = Image.fromarray(np.clip(arr * light[..., None], 0, 255).astype(np.uint8))
+    r2 = {}
+    for degree in (0, 4):
+        rr = Reranker(verifier=None, background=degree)
+        templates = rr.templates(candidates)
+        r2[degree] = [rr.alignment(rr.views(p, box), templates) for p in (photo, lit)]
+    even, uneven = r2[4]
+    assert int(np.argmax(uneven)) == item
+    assert abs(uneven[item] - even[item]) < 0.1
+    assert r2[0][1][item] < r2[0][0][item] - 0.3
+
+
+def test_the_smooth_fields_are_an_orthonormal_zero_mean_basis():
+    for degree, count in ((0, 0), (1, 2), (2, 5), (4, 14)):
+        basis = Reranker(verifier=None, background=degree, size=20).smooth_fields().double()
+        assert basis.shape == (count, 400)
+        if count:
+            np.testing.assert_allclose(basis @ basis.T, np.eye(count), atol=1e-5)
+            np.testing.assert_allclose(basis.sum(dim=1), 0.0, atol=1e-4)
+    # degree 1 spans the two linear ramps: a ramp is taken out whole, a checkerboard is not
+    rr = Reranker(verifier=None, background=1, size=20)
+    yy, xx = np.mgrid[0:20, 0:20]
+    ramp = torch.tensor((0.3 * xx - 0.7 * yy).reshape(1, -1), dtype=torch.float32)
+    check = torch.tensor(((xx + yy) % 2).reshape(1, -1) - 0.5, dtype=torch.float32)
+    assert float(rr._without_field(ramp - ramp.mean()).abs().max()) < 1e-4
+    assert float(rr._without_field(check).norm()) > 0.99 * float(check.norm())
+
+
 def test_rerank_orders_the_head_by_similarity_plus_alignment(candidates):
     photo, box = _photo(candidates[42])
     sims = np.linspace(0.6, 0.59, 30)  # the true item (row 42, at position 25) starts far down
@@ -130,6 +170,8 @@ def test_alignment_screens_a_longer_list_than_the_verifier_checks(candidates):
         ({"weight": float("nan")}, "weight must be a finite number"),
         ({"size": 4}, "size must be between 8"),
         ({"margin": 0.5}, "margin must be at least 1.0"),
+        ({"background": -1}, "background degree must be between 0 and 8"),
+        ({"background": 9}, "background degree must be between 0 and 8"),
         ({"verifier_weight": -0.1}, "verifier weight must be a finite number"),
         ({"verifier_precision": "fp16"}, "verifier precision must be one of fp32, bf16"),
     ],

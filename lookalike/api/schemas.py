@@ -60,7 +60,7 @@ class HitPublic(BaseModel):
         None,
         description="With `rerank`: the learned verifier's match score for the photo and this image "
         "(a logit: higher = more likely the same product), for the N products it checked; they come "
-        "first, ordered by score + 2 × alignment + 0.05 × verifier. Absent otherwise.",
+        "first, ordered by score + alignment + 0.05 × verifier. Absent otherwise.",
     )
 
     @model_serializer(mode="wrap")
