@@ -52,10 +52,27 @@ def main() -> None:
         "(0: align only the DEPTH the verifier sees, as the product does)",
     )
     ap.add_argument("--align-weights", default="0,0.5,1,2")
+    ap.add_argument(
+        "--background",
+        type=int,
+        default=Reranker.background,
+        help="degree of the smooth field alignment takes out",
+    )
     ap.add_argument("--verifier-weights", default="0.01,0.02,0.03,0.05,0.1")
     ap.add_argument("--distractors", type=int, default=None, help="limit the gallery (smoke runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write every cell here")
+    ap.add_argument(
+        "--dump",
+        default=None,
+        help="also save every signal (cosine, alignment, verifier logits, truth) to this .npz, "
+        "for fitting how to combine them offline",
+    )
+    ap.add_argument(
+        "--verify-all",
+        action="store_true",
+        help="verify every candidate within the reach, not just the cells' own",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     depths = sorted(int(d) for d in args.depths.split(","))
@@ -83,7 +100,7 @@ def main() -> None:
     print(f"plain R@1 {truth[:, 0].mean():.3f}; the ceilings: {ceilings}", flush=True)
 
     # alignment once per (query, candidate) over the whole reach
-    align = Reranker(depth=min(reach, 1000), verifier=None)
+    align = Reranker(depth=min(reach, 1000), verifier=None, background=args.background)
     uniq, inv = np.unique(top, return_inverse=True)
     inv = inv.reshape(top.shape)
     shop = [g.images[int(j)] for j in uniq]
@@ -102,7 +119,7 @@ def main() -> None:
         return stage1, order
 
     # the verifier only where some cell needs it: each cell's first `depth` after stage 1
-    need = np.zeros(top.shape, dtype=bool)
+    need = np.full(top.shape, args.verify_all, dtype=bool)
     for a in align_depths:
         for d in depths:
             for wa in wa_grid:
@@ -175,6 +192,16 @@ def main() -> None:
                     )
     best = max(cells, key=lambda c: c["R@1"])
     print(f"\nbest: {best}")
+    if args.dump:
+        np.savez_compressed(
+            args.dump,
+            ids=q.ids,
+            top=top,
+            cosine=sims,
+            alignment=alignment,
+            truth=truth,
+            **{f"verifier_{name}": v for name, v in ver.items()},
+        )
     if args.json:
         Path(args.json).write_text(
             json.dumps({"queries": len(q), "seed": args.seed, "cells": cells}, indent=1)
