@@ -78,10 +78,12 @@ def run_protocols(
     rerank: int = 0,
     verifiers: tuple[str, ...] = ("default",),
     protocols: tuple[str, ...] = ("class-level", "street-to-shop"),
+    views: tuple[int, ...] = (),
 ) -> dict:
     from lookalike.rerank import Reranker
 
     doc: dict = {}
+    embedders = with_views(models, views)
     reranker = None
     if rerank:  # "+rerank": alignment and the verifier; "+align": alignment only
         reranker = {
@@ -97,7 +99,7 @@ def run_protocols(
     for name, build in ((p, builders[p]) for p in protocols):
         t0 = time.time()
         q, g = build(queries, seed, distractors)
-        res = evaluate(models, q, g, protocol=name, rerank=reranker)
+        res = evaluate(embedders, q, g, protocol=name, rerank=reranker)
         write_report(res, out, q, g, title=f"{name} evaluation", command=command, seed=seed)
         doc[name] = res.to_dict() | {"wall_seconds": round(time.time() - t0, 1)}
         if name == "street-to-shop":
@@ -105,6 +107,29 @@ def run_protocols(
         print(f"\n## {name} ({len(q)} queries vs {len(g)} gallery, {time.time() - t0:.0f} s)\n")
         print(markdown_table(res), flush=True)
     return doc
+
+
+def with_views(models: list[str], views: tuple[int, ...]) -> list:
+    """``models``, each model with a localizer once per entry of ``views``: its first N
+    :data:`~lookalike.embedders._localizer.PHOTO_VIEWS` averaged per photo, named "<model> (N views)"."""
+    from lookalike.embedders import load_embedder
+    from lookalike.embedders._localizer import PHOTO_VIEWS
+
+    if not views:
+        return list(models)
+    out: list = []
+    for name in models:
+        if getattr(load_embedder(name), "localizer", None) is None:
+            out.append(name)
+            continue
+        for n in views:
+            if not 1 <= n <= len(PHOTO_VIEWS):
+                raise SystemExit(f"--views: {n} is not between 1 and {len(PHOTO_VIEWS)}")
+            emb = load_embedder(name, cache=False)
+            emb.views = PHOTO_VIEWS[:n]
+            emb.name = f"{name} ({n} view{'s' if n > 1 else ''})"
+            out.append(emb)
+    return out
 
 
 def _localizer_figures(models: list[str], q, g, out: Path, seed: int) -> None:
@@ -200,6 +225,12 @@ def main() -> None:
         help="with --rerank: comma-separated verifiers ('default', 'none' = alignment only, a path)",
     )
     ap.add_argument(
+        "--views",
+        default="",
+        help="comma-separated crop counts per photo to compare (e.g. 1,9): each model with a localizer "
+        "is scored once per count (default: the model's own setting)",
+    )
+    ap.add_argument(
         "--protocols", default="class-level,street-to-shop", help="comma-separated: which protocols to run"
     )
     args = ap.parse_args()
@@ -225,6 +256,7 @@ def main() -> None:
             args.rerank,
             tuple(args.verifier.split(",")),
             tuple(args.protocols.split(",")),
+            tuple(int(v) for v in args.views.split(",") if v),
         )
         table = "\n\n".join(
             f"### {name}\n\n" + markdown_table(_as_result(d))

@@ -10,15 +10,18 @@ from PIL import Image
 from lookalike.datasets.fashion_mnist import load_split
 from lookalike.embedders._localizer import (
     INPUT_SIZE,
+    PHOTO_VIEWS,
     boxes_from_frame,
     boxes_in_frame,
     clean_shot_boxes,
     crop_item,
+    crop_views,
     decode_boxes,
     encode_boxes,
     predict_boxes,
     refine_boxes,
     refine_crop,
+    view_boxes,
 )
 from lookalike.train.metric.augment import StreetViewAugment
 from lookalike.train.metric.localizer import (
@@ -29,6 +32,10 @@ from lookalike.train.metric.localizer import (
     train_refiner,
 )
 from tests.test_metric_training import TINY
+
+
+def l2(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
 def _corr(a: Image.Image, b: np.ndarray) -> float:
@@ -61,6 +68,30 @@ def test_box_encoding_round_trips():
     sizes = np.array([[80, 60], [320, 200]])
     back = decode_boxes(encode_boxes(boxes, sizes), sizes)
     np.testing.assert_allclose(back, boxes, rtol=1e-5, atol=1e-3)
+
+
+def test_views_around_a_box_turn_with_it_and_the_first_is_the_box_itself():
+    v = view_boxes((50.0, 40.0, 20.0, 90.0), [(0, 0, 1, 0), (0.5, 0, 1, 0), (0, 0.5, 2, -10)])
+    np.testing.assert_allclose(v, [[50, 40, 20, 90], [50, 30, 20, 90], [60, 40, 40, 80]], atol=1e-9)
+    x, _ = load_split("test")
+    view = StreetViewAugment(size=(200, 300))(x[3], np.random.default_rng(3))
+    # shifts run along the crop's own axes: a quarter of the side to the right (down) is the same
+    # cut out moved by a quarter of its pixels, whichever way the box is turned
+    for angle in (0.0, 17.0, -90.0):
+        box = (100.0, 80.0, 48.0, angle)
+        base, right, down = crop_views(view, box, [(0, 0, 1, 0), (0.25, 0, 1, 0), (0, 0.25, 1, 0)], 32)
+        a, r, d = (np.asarray(c.convert("L"), dtype=np.float64) for c in (base, right, down))
+        assert np.abs(r[:, :24] - a[:, 8:]).max() <= 1, angle
+        assert np.abs(d[:24] - a[8:]).max() <= 1, angle
+    box = (120.0, 90.0, 110.0, 12.0)  # big enough that the photo is reduced before cutting
+    crops = crop_views(view, box, PHOTO_VIEWS, 32)
+    assert len(crops) == len(PHOTO_VIEWS)
+    assert np.array_equal(np.asarray(crops[0]), np.asarray(crop_item(view, box, 32)))
+    # the other views are the same cut at their own boxes (the photo reduced once, for the box)
+    for crop, b in zip(crops[1:], view_boxes(box, PHOTO_VIEWS)[1:], strict=True):
+        own = np.asarray(crop_item(view, b, 32), dtype=np.float64)
+        assert np.abs(np.asarray(crop, dtype=np.float64) - own).mean() < 4  # of 255
+        assert not np.array_equal(np.asarray(crop), np.asarray(crops[0]))
 
 
 def test_short_localizer_training_finds_items_better_than_its_start():
@@ -162,13 +193,26 @@ def test_a_localizing_checkpoint_embeds_the_cut_out_item_and_round_trips(tmp_pat
         found = refine_boxes(refiner, street, found, ref["margin"])
     assert not np.allclose(found, first)  # the refiner moved the boxes
     boxes[6:] = found
-    crops = crop_items(images, boxes, payload["preprocess"]["size"])
+    size = payload["preprocess"]["size"]
     model = build_model(payload["arch"])
     model.load_state_dict(payload["state_dict"])
     model.eval()
-    with torch.no_grad():
-        v2 = model(preprocess_images(crops, payload["preprocess"])).numpy()
+
+    def embed(crops):
+        with torch.no_grad():
+            return model(preprocess_images(crops, payload["preprocess"])).numpy()
+
+    # a clean shot is cut once; a street photo at each of the views around its box, averaged
+    v2 = embed(crop_items(images, boxes, size))
+    for i in range(6, 12):
+        v2[i] = embed(crop_views(images[i], boxes[i], PHOTO_VIEWS, size)).mean(axis=0)
     np.testing.assert_allclose(v1, v2 / np.linalg.norm(v2, axis=1, keepdims=True), atol=1e-6)
+    # with one view, the box alone
+    one = load_embedder(f"trained:{res.checkpoint}", cache=False)
+    one.views = PHOTO_VIEWS[:1]
+    np.testing.assert_allclose(
+        one.embed_images(images), l2(embed(crop_items(images, boxes, size))), atol=1e-6
+    )
     np.testing.assert_array_equal(
         v1, load_embedder(f"trained:{res.checkpoint}", cache=False).embed_images(images)
     )

@@ -18,9 +18,16 @@ from lookalike.errors import ModelError
 
 
 class TrainedEmbedder(Embedder):
-    """Runs a network trained by ``lookalike train metric`` on ``device`` (see :mod:`lookalike.devices`)."""
+    """Runs a network trained by ``lookalike train metric`` on ``device`` (see :mod:`lookalike.devices`).
+
+    With a localizer, a photo's vector is the mean of its crops at :attr:`views` around the box found
+    (:data:`~lookalike.embedders._localizer.PHOTO_VIEWS`); a clean catalog shot is its own box and is
+    embedded once. Set ``views`` to one view, ``PHOTO_VIEWS[:1]``, for the box alone.
+    """
 
     batch_size = 512
+    #: images per forward pass (a batch of photos has ``len(views)`` crops each)
+    forward_batch = 1024
 
     def __init__(self, path: str | Path, payload: dict, device: str | None = None):
         import torch
@@ -60,6 +67,9 @@ class TrainedEmbedder(Embedder):
                 self.refiner.to(self.device)
         self.dim = int(self.arch.get("dim", 128))
         self._torch = torch
+        from lookalike.embedders._localizer import PHOTO_VIEWS
+
+        self.views: tuple[tuple[float, float, float, float], ...] = PHOTO_VIEWS
 
     def locate(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The localizer's boxes (clean catalog shots: the whole frame); NaN rows without one."""
@@ -82,18 +92,38 @@ class TrainedEmbedder(Embedder):
     def _embed_located(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         from lookalike.embedders._metric_net import preprocess_images
 
-        boxes = np.full((len(images), 4), np.nan)
-        if self.localizer is not None:
-            # cut the item out of each photo, upright, before embedding; a clean catalog shot (the
-            # product centred on a plain background) is its own box and skips the localizer
-            from lookalike.embedders._localizer import crop_items
+        if self.localizer is None:
+            return self._forward(preprocess_images(images, self.preprocess)), np.full(
+                (len(images), 4), np.nan
+            )
+        # cut the item out of each photo, upright, at each view around its box, and average the
+        # views; a clean catalog shot (the product centred on a plain background) is its own box,
+        # skips the localizer and is cut once
+        from lookalike.embedders._localizer import crop_views, locate_items
 
-            images = _pil(images)
-            boxes = self.locate(images)
-            images = crop_items(images, boxes, int(self.preprocess.get("size", 32)))
-        x = preprocess_images(images, self.preprocess).to(self.device)
+        images = _pil(images)
         with self._torch.inference_mode():
-            return self.model(x).cpu().numpy(), boxes
+            boxes, clean = locate_items(self.localizer, images, self.refiner, **self.refine, clean_shots=True)
+        size = int(self.preprocess.get("size", 32))
+        views = tuple(self.views) or ((0.0, 0.0, 1.0, 0.0),)
+        crops: list[Image.Image] = []
+        counts = np.empty(len(images), dtype=np.int64)
+        for i, (img, box) in enumerate(zip(images, boxes, strict=True)):
+            chosen = views[:1] if clean[i] else views
+            crops += crop_views(img, box, chosen, size)
+            counts[i] = len(chosen)
+        vecs = self._forward(preprocess_images(crops, self.preprocess))
+        if len(crops) == len(images):
+            return vecs, boxes
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        return np.add.reduceat(vecs, starts, axis=0) / counts[:, None], boxes
+
+    def _forward(self, x) -> np.ndarray:
+        out = []
+        with self._torch.inference_mode():
+            for start in range(0, len(x), self.forward_batch):
+                out.append(self.model(x[start : start + self.forward_batch].to(self.device)).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
 
 
 def _pil(images: Sequence) -> list[Image.Image]:
