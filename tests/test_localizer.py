@@ -4,6 +4,7 @@ inside a ``trained:`` checkpoint."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -94,10 +95,14 @@ def test_views_around_a_box_turn_with_it_and_the_first_is_the_box_itself():
         assert not np.array_equal(np.asarray(crop), np.asarray(crops[0]))
 
 
-def test_short_localizer_training_finds_items_better_than_its_start():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_short_localizer_training_finds_items_better_than_its_start(precision):
     x, _ = load_split("train")
-    recipe = LocalizerRecipe(views=1500, steps=80, batch=64, val_views=200, workers=1, lr=3e-3)
+    recipe = LocalizerRecipe(
+        views=1500, steps=80, batch=64, val_views=200, workers=1, lr=3e-3, precision=precision
+    )
     model, m = train_localizer(x[:2000], np.arange(1800), np.arange(1800, 2000), recipe)
+    assert all(p.is_contiguous() for p in model.parameters())  # back in the layout search expects
     assert m["centre_err"] < 0.8 * m["untrained_centre_err"], m
     assert m["side_err"] < 0.8 * m["untrained_side_err"], m
     # a clean catalog image is found in (about) its whole frame
@@ -271,3 +276,41 @@ def test_the_default_model_embeds_images_of_any_mode_and_shape():
     v = emb.embed_images(odd)
     assert v.shape == (5, 128) and np.isfinite(v).all()
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def _localizing_recipe(**change):
+    from lookalike.train.metric import MetricRecipe
+
+    return MetricRecipe(
+        **(TINY | dict(aug_size=(48, 96), localize=True, localizer_views=300, refine=True) | change),
+        localizer_steps=5,
+        steps=3,
+        seed=4,
+    )
+
+
+def test_a_run_that_finds_its_localizer_trained_goes_on_exactly_like_one_that_trained_it(tmp_path):
+    """A run stopped after the localizer stage (before the first state save) starts the embedding
+    network from the same weights when rerun: the RNG is left where training would leave it."""
+    import shutil
+
+    from lookalike.train.metric import train_metric
+
+    recipe = _localizing_recipe()
+    full = train_metric(recipe=recipe, run_dir=tmp_path / "a", progress=False)
+    (tmp_path / "b").mkdir()
+    shutil.copy(tmp_path / "a" / "localizer.pt", tmp_path / "b" / "localizer.pt")
+    resumed = train_metric(recipe=recipe, run_dir=tmp_path / "b", progress=False)
+    a = torch.load(full.checkpoint, weights_only=True)
+    b = torch.load(resumed.checkpoint, weights_only=True)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+    # a localizer trained with other settings is refused, not silently reused
+    from lookalike.errors import LookalikeError
+
+    (tmp_path / "c").mkdir()
+    shutil.copy(tmp_path / "a" / "localizer.pt", tmp_path / "c" / "localizer.pt")
+    with pytest.raises(LookalikeError, match="other localizer settings"):
+        train_metric(
+            recipe=_localizing_recipe(localizer_precision="bf16"), run_dir=tmp_path / "c", progress=False
+        )

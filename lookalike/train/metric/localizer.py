@@ -13,10 +13,11 @@ margin and turned upright; its target is the true box in that crop's pixels.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -57,6 +58,10 @@ class LocalizerRecipe:
     refine_views: int = 24000
     refine_margin: float = REFINE_MARGIN
     refine_passes: int = 2
+    #: arithmetic of the training passes: "fp32", or "bf16" (bfloat16 autocast, channels-last; the
+    #: weights, optimiser and loss stay float32): about half the time a step on CPUs with native
+    #: bfloat16 (BENCHMARKS.md, "A better localizer for the same minutes")
+    precision: str = "fp32"
 
 
 def _as_image(item) -> Image.Image:
@@ -185,8 +190,14 @@ def _fit(
     x: np.ndarray, y: np.ndarray, r: LocalizerRecipe, steps: int, seed: tuple, desc: str, device=None
 ) -> Localizer:
     """Smooth-L1 regression of the box parameters, AdamW with warm-up and a cosine schedule."""
+    if r.precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown localizer precision {r.precision!r} (choose from fp32, bf16)")
     torch.manual_seed(r.seed + seed[0])
     model = Localizer(r.widths).to(device or "cpu")
+    fast = r.precision == "bf16"
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    dev_type = torch.device(device or "cpu").type
     opt = torch.optim.AdamW(model.parameters(), lr=r.lr, weight_decay=1e-4)
     loss_fn = torch.nn.SmoothL1Loss(beta=0.05)
     model.train()
@@ -196,14 +207,38 @@ def _fit(
             for g in opt.param_groups:
                 g["lr"] = lr
             b = np.random.default_rng([r.seed, *seed, step]).integers(0, len(x), size=r.batch)
-            pred = model(thumbnails_to_tensor(x[b]).to(device or "cpu"))
-            loss = loss_fn(pred, torch.from_numpy(y[b]).to(pred.device))
+            inputs = thumbnails_to_tensor(x[b]).to(device or "cpu")
+            if fast:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=fast):
+                pred = model(inputs)
+            loss = loss_fn(pred.float(), torch.from_numpy(y[b]).to(pred.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             advance(1, loss=float(loss.item()))
     model.eval()
-    return model
+    return model.to(memory_format=torch.contiguous_format)
+
+
+def replay_rng(recipe: LocalizerRecipe) -> None:
+    """Leave torch's global RNG where training the localizer (and its refiner) leaves it.
+
+    Only :func:`_fit` draws from it: it seeds it and draws the network's first weights; the last
+    network trained is the refiner's (or the localizer's, without one). A run that loads both from
+    an interrupted run calls this, so the embedding network starts from the same weights as in a
+    run that trained them.
+    """
+    torch.manual_seed(recipe.seed + (13 if recipe.refine else 11))
+    Localizer(recipe.widths)
+
+
+def same_recipe(saved: dict, recipe: LocalizerRecipe) -> bool:
+    """Whether a saved localizer's recipe (``asdict`` of :class:`LocalizerRecipe`) trains what
+    ``recipe`` trains: every setting but the render processes (older files lack ``precision``)."""
+    want = json.loads(json.dumps(asdict(recipe), default=list))
+    have = {"precision": "fp32"} | dict(saved)
+    return all(have.get(k) == v for k, v in want.items() if k != "workers")
 
 
 def train_localizer(

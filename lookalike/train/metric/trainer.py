@@ -82,6 +82,7 @@ class MetricRecipe:
     localize: bool = True  # first train a localizer; embed the item cut out of the photo
     localizer_steps: int = 1200
     localizer_views: int = 24000
+    localizer_precision: str = "fp32"  # the localizer's and refiner's training passes (PRECISIONS)
     refine: bool = True  # also train the localizer's refiner (two more looks around the first box)
     crop_jitter: float = 1.0  # scale of the box jitter applied to training crops
     polarity: bool = True  # flip products darker than their surroundings to light-on-dark
@@ -557,8 +558,9 @@ def train_metric(
 
     if r.backbone == "smallcnn" and r.pool not in POOLS:  # before the localizer spends minutes
         raise ModelError(f"unknown pooling {r.pool!r} (choose from {', '.join(POOLS)})")
-    if r.precision not in PRECISIONS:
-        raise LookalikeError(f"unknown precision {r.precision!r} (choose from {', '.join(PRECISIONS)})")
+    for name, value in (("precision", r.precision), ("localizer precision", r.localizer_precision)):
+        if value not in PRECISIONS:
+            raise LookalikeError(f"unknown {name} {value!r} (choose from {', '.join(PRECISIONS)})")
     fast = r.precision == "bf16"
     if fast and dev.type == "cpu" and log and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log("note: this CPU has no native bfloat16; --precision bf16 will be slower than fp32 here")
@@ -685,7 +687,13 @@ def _localizer_for(
     them from an interrupted run. The trainer gets them on the CPU: it only finds items in real
     street photos, inside the render workers."""
     from lookalike.embedders._localizer import build_localizer
-    from lookalike.train.metric.localizer import LocalizerRecipe, train_localizer, train_refiner
+    from lookalike.train.metric.localizer import (
+        LocalizerRecipe,
+        replay_rng,
+        same_recipe,
+        train_localizer,
+        train_refiner,
+    )
 
     r = tr.r
     lr = LocalizerRecipe(
@@ -696,12 +704,19 @@ def _localizer_for(
         refine_steps=r.localizer_steps,
         seed=r.seed,
         workers=max(r.threads, workers),
+        precision=r.localizer_precision,
     )
     path = run_dir / "localizer.pt"
+    trained = False
     if path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        if not same_recipe(saved.get("recipe") or {}, lr):
+            raise LookalikeError(
+                f"{path} was trained with other localizer settings than this run's; use a new --run-dir"
+            )
         model = build_localizer(saved["arch"], saved["state_dict"])
     else:
+        trained = True
         model, metrics = train_localizer(
             tr.data.images, tr.train_items, tr.val_items, lr, log=log, device=device
         )
@@ -713,6 +728,7 @@ def _localizer_for(
         }
         _save_atomic(saved, path)
     if lr.refine and not saved.get("refiner"):
+        trained = True
         refiner, metrics = train_refiner(
             tr.data.images, tr.train_items, tr.val_items, model, lr, log=log, device=device
         )
@@ -724,6 +740,8 @@ def _localizer_for(
             "metrics": metrics,
         }
         _save_atomic(saved, path)
+    if not trained:  # both loaded: start the embedding network where a run that trained them would
+        replay_rng(lr)
     return model.cpu(), saved
 
 
