@@ -314,3 +314,26 @@ def test_a_run_that_finds_its_localizer_trained_goes_on_exactly_like_one_that_tr
         train_metric(
             recipe=_localizing_recipe(localizer_precision="bf16"), run_dir=tmp_path / "c", progress=False
         )
+
+
+def test_averaging_crops_around_the_box_ranks_street_items_higher():
+    """The shipped model, 300 street views of test items against 3,000 catalog images: the mean of
+    the nine crops ranks the true item higher than the box alone."""
+    from lookalike.embedders import load_embedder
+
+    x, _ = load_split("test")
+    gallery = [Image.fromarray(a) for a in x[:3000]]
+    aug = StreetViewAugment(size=(64, 320))
+    photos = [aug(x[i], np.random.default_rng([11, i])) for i in range(300)]
+    emb = load_embedder("default", cache=False)
+    g = emb.embed_images(gallery)
+    ranks = {}
+    for n in (1, len(PHOTO_VIEWS)):
+        emb.views = PHOTO_VIEWS[:n]
+        s = emb.embed_images(photos) @ g.T
+        ranks[n] = (s > s[np.arange(300), np.arange(300)][:, None]).sum(axis=1)
+    one, nine = ranks[1], ranks[len(PHOTO_VIEWS)]
+    # measured (seeds 11/12/13): mean log(1 + rank) 1.82 -> 1.73, 1.67 -> 1.59, 1.67 -> 1.59; the
+    # true item moves up for 111/101/102 photos and down for 51/59/58
+    assert np.log1p(nine).mean() < np.log1p(one).mean() - 0.04
+    assert (nine < one).sum() > 1.5 * (nine > one).sum()
