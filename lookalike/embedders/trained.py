@@ -105,11 +105,12 @@ class TrainedEmbedder(Embedder):
         with self._torch.inference_mode():
             boxes, clean = locate_items(self.localizer, images, self.refiner, **self.refine, clean_shots=True)
         size = int(self.preprocess.get("size", 32))
-        views = tuple(self.views) or ((0.0, 0.0, 1.0, 0.0),)
+        box_alone = ((0.0, 0.0, 1.0, 0.0),)
+        views = tuple(self.views) or box_alone
         crops: list[Image.Image] = []
         counts = np.empty(len(images), dtype=np.int64)
         for i, (img, box) in enumerate(zip(images, boxes, strict=True)):
-            chosen = views[:1] if clean[i] else views
+            chosen = box_alone if clean[i] else views
             crops += crop_views(img, box, chosen, size)
             counts[i] = len(chosen)
         vecs = self._forward(preprocess_images(crops, self.preprocess))
