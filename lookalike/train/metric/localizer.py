@@ -64,6 +64,10 @@ class LocalizerRecipe:
     precision: str = "fp32"
 
 
+#: offsets on the recipe's seed that seed torch before the localizer's and the refiner's first weights
+LOCALIZER_SEED, REFINER_SEED = 11, 13
+
+
 def _as_image(item) -> Image.Image:
     return item if isinstance(item, Image.Image) else Image.fromarray(np.asarray(item, dtype=np.uint8))
 
@@ -229,7 +233,7 @@ def replay_rng(recipe: LocalizerRecipe) -> None:
     an interrupted run calls this, so the embedding network starts from the same weights as in a
     run that trained them.
     """
-    torch.manual_seed(recipe.seed + (13 if recipe.refine else 11))
+    torch.manual_seed(recipe.seed + (REFINER_SEED if recipe.refine else LOCALIZER_SEED))
     Localizer(recipe.widths)
 
 
@@ -272,7 +276,7 @@ def train_localizer(
 
     torch.manual_seed(r.seed)
     start = validate(Localizer(r.widths))
-    model = _fit(x, y, r, r.steps, (11,), "localizer: training", device)
+    model = _fit(x, y, r, r.steps, (LOCALIZER_SEED,), "localizer: training", device)
     metrics = validate(model)
     metrics.update({f"untrained_{k}": v for k, v in start.items()})
     if log:
@@ -319,7 +323,7 @@ def train_refiner(
         photos.append(photo)
         truth.append(box)
     truth = np.array(truth, dtype=np.float64)
-    model = _fit(x, y, r, r.refine_steps, (13,), "refiner: training", device)
+    model = _fit(x, y, r, r.refine_steps, (REFINER_SEED,), "refiner: training", device)
     boxes = predict_boxes(localizer, photos)
     metrics = {f"localizer_{k}": v for k, v in photo_box_errors(boxes, truth).items()}
     for p in range(r.refine_passes):
