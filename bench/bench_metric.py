@@ -60,6 +60,8 @@ ABLATION_BASE = dict(
     val_distractors=1000,
     offline_pool=2048,
     localize=True,
+    localizer_steps=1200,  # the localizer the recorded ablation table was measured with (the
+    localizer_views=24000,  # recipe's default before session 14: half the default model's)
     polarity=True,
 )
 

@@ -67,6 +67,13 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     localizer = load_checkpoint(default_model_path(), kind="metric")["extra"]["localizer"]
+    # train every variant with the shipped localizer's own settings, so the run reuses it
+    lrec = localizer["recipe"]
+    shipped = dict(
+        localizer_steps=lrec["steps"],
+        localizer_views=lrec["views"],
+        localizer_precision=lrec.get("precision", "fp32"),
+    )
     rows = []
     for name in args.variants.split(","):
         run_dir = args.out / name
@@ -74,7 +81,7 @@ def main() -> None:
         run_dir.mkdir(parents=True)
         torch.save(localizer, run_dir / "localizer.pt")  # the shipped localizer: skip its training
         every = 300 if args.stop_after else args.steps
-        recipe = MetricRecipe(**(BASE | VARIANTS[name]), steps=args.steps, val_every=every)
+        recipe = MetricRecipe(**(BASE | shipped | VARIANTS[name]), steps=args.steps, val_every=every)
         t0 = time.time()
         res = train_metric(recipe=recipe, run_dir=run_dir, progress=False, stop_after=args.stop_after)
         row = {"variant": name, "seconds": round(time.time() - t0, 1)}

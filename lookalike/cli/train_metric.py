@@ -97,10 +97,10 @@ def train_metric_cmd(
             help="First train a localizer that finds the item in a photo; embed the item cut out upright."
         ),
     ] = True,
-    localizer_steps: Annotated[int, typer.Option(min=1, help="Localizer training steps.")] = 1200,
+    localizer_steps: Annotated[int, typer.Option(min=1, help="Localizer training steps.")] = 2400,
     localizer_views: Annotated[
         int, typer.Option(min=100, help="Street views rendered to train the localizer.")
-    ] = 24000,
+    ] = 48000,
     localizer_precision: Annotated[
         str,
         typer.Option(

@@ -43,9 +43,9 @@ from lookalike.train.metric.augment import StreetViewAugment
 
 @dataclass
 class LocalizerRecipe:
-    views: int = 24000  # training thumbnails (street views + shop images)
+    views: int = 48000  # training thumbnails (street views + shop images)
     shop_fraction: float = 0.15
-    steps: int = 1200
+    steps: int = 2400
     batch: int = 128
     lr: float = 2e-3
     widths: tuple[int, ...] = (16, 32, 64, 128, 128)
@@ -54,8 +54,8 @@ class LocalizerRecipe:
     seed: int = 0
     workers: int = 2
     refine: bool = True  # also train a refiner that looks again around the first box
-    refine_steps: int = 1200
-    refine_views: int = 24000
+    refine_steps: int = 2400
+    refine_views: int = 48000
     refine_margin: float = REFINE_MARGIN
     refine_passes: int = 2
     #: arithmetic of the training passes: "fp32", or "bf16" (bfloat16 autocast, channels-last; the

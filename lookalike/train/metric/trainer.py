@@ -80,8 +80,8 @@ class MetricRecipe:
     seed: int = 0
     threads: int = 2
     localize: bool = True  # first train a localizer; embed the item cut out of the photo
-    localizer_steps: int = 1200
-    localizer_views: int = 24000
+    localizer_steps: int = 2400
+    localizer_views: int = 48000
     localizer_precision: str = "fp32"  # the localizer's and refiner's training passes (PRECISIONS)
     refine: bool = True  # also train the localizer's refiner (two more looks around the first box)
     crop_jitter: float = 1.0  # scale of the box jitter applied to training crops
