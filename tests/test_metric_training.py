@@ -283,3 +283,61 @@ def test_render_processes_give_the_same_run_as_the_render_thread(tmp_path):
     assert thread.metrics["train_device"] == "cpu"
     with pytest.raises(LookalikeError, match="workers"):
         train_metric(recipe=recipe, run_dir=tmp_path / "c", progress=False, workers=-1)
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_refuses_another_network(tmp_path):
+    """``init`` loads a trained network (and seeds the class proxies at the category means); at a
+    learning rate of 0 the fine-tuned checkpoint keeps the weights it started from."""
+    from lookalike.checkpoint import load_checkpoint
+
+    first = train_metric(
+        recipe=MetricRecipe(**TINY, steps=4, class_weight=0.5, class_loss="proxy"),
+        run_dir=tmp_path / "first",
+        progress=False,
+    )
+    again = MetricRecipe(
+        **TINY, steps=1, lr=0.0, class_weight=0.5, class_loss="proxy", init=str(first.checkpoint)
+    )
+    logged: list[str] = []
+    tuned = train_metric(recipe=again, run_dir=tmp_path / "tuned", progress=False, log=logged.append)
+    assert f"starting from {first.checkpoint}" in logged
+    # every weight is the first run's (batch-norm statistics move with the one step's batch)
+    a = load_checkpoint(first.checkpoint, kind="metric")["state_dict"]
+    b = load_checkpoint(tuned.checkpoint, kind="metric")["state_dict"]
+    weights = [k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert len(weights) > 10
+    for k in weights:
+        assert torch.equal(a[k], b[k]), k
+    x, y = load_split("train")
+    images = [Image.fromarray(img) for img in x[:300]]
+    v_first = load_embedder(f"trained:{first.checkpoint}", cache=False).embed_images(images)
+    # the proxies (saved in the run state) start at their category's mean embedding
+    proxies = torch.load(tmp_path / "tuned" / "state.pt", weights_only=True)["class_proxy"]["W"].numpy()
+    np.testing.assert_allclose(np.linalg.norm(proxies, axis=0), 1.0, rtol=1e-5)
+    present = np.unique(y[:300])
+    means = np.stack([v_first[y[:300] == c].mean(axis=0) for c in present])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    # (over these 300 images, the run's 250 training items among them; random proxies: about 0)
+    assert (np.einsum("cd,dc->c", means, proxies[:, present]) > 0.95).all()
+    # another network or preprocessing is refused before anything is trained or written
+    with pytest.raises(
+        ModelError, match=r"network differs.*widths \[8, 16, 32, 32\] \(this run: \[8, 16, 32, 64\]\)"
+    ):
+        train_metric(
+            recipe=MetricRecipe(**(TINY | dict(widths=(8, 16, 32, 64))), steps=1, init=str(first.checkpoint)),
+            run_dir=tmp_path / "other",
+            progress=False,
+        )
+    with pytest.raises(ModelError, match="preprocessing differs.*polarity"):
+        train_metric(
+            recipe=MetricRecipe(**(TINY | dict(polarity=True)), steps=1, init=str(first.checkpoint)),
+            run_dir=tmp_path / "other",
+            progress=False,
+        )
+    with pytest.raises(ModelError, match="not found"):
+        train_metric(
+            recipe=MetricRecipe(**TINY, steps=1, init=str(tmp_path / "missing.pt")),
+            run_dir=tmp_path / "other",
+            progress=False,
+        )
+    assert not (tmp_path / "other" / "state.pt").exists()

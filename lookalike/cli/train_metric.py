@@ -118,6 +118,13 @@ def train_metric_cmd(
     crop_jitter: Annotated[
         float, typer.Option(min=0.0, help="Scale of the box jitter on training crops (localizer errors).")
     ] = 1.0,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune: start from a trained metric checkpoint's network ('default' or a path) "
+            "instead of random weights. It must have this run's network and preprocessing options.",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option()] = 0,
     precision: Annotated[
         str,
@@ -180,6 +187,7 @@ def train_metric_cmd(
         polarity=polarity,
         precision=precision,
         seed=seed,
+        init=init,
         command="lookalike " + shlex.join(sys.argv[1:]),
     )
     dev = resolve_device(device)  # a device this machine lacks fails before the data loads

@@ -87,6 +87,7 @@ class MetricRecipe:
     crop_jitter: float = 1.0  # scale of the box jitter applied to training crops
     polarity: bool = True  # flip products darker than their surroundings to light-on-dark
     precision: str = "fp32"  # one of PRECISIONS; bf16 halves a step on CPUs with AVX512-BF16 / AMX
+    init: str | None = None  # start from this metric checkpoint's network ("default" or a path)
     command: str = ""
 
     def arch(self, in_channels: int = 1) -> dict:
@@ -561,6 +562,7 @@ def train_metric(
     for name, value in (("precision", r.precision), ("localizer precision", r.localizer_precision)):
         if value not in PRECISIONS:
             raise LookalikeError(f"unknown {name} {value!r} (choose from {', '.join(PRECISIONS)})")
+    init = _init_checkpoint(r) if r.init else None  # a wrong file fails before the localizer trains
     fast = r.precision == "bf16"
     if fast and dev.type == "cpu" and log and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log("note: this CPU has no native bfloat16; --precision bf16 will be slower than fp32 here")
@@ -596,6 +598,8 @@ def train_metric(
         step, history = state["step"], json.loads(state["history"])
         mined = state["mined"].numpy() if state.get("mined") is not None else None
         elapsed_before = state.get("elapsed", 0.0)
+    elif init is not None:
+        _start_from(tr, model, init, log)
 
     def save_state() -> None:
         tmp = state_path.with_suffix(".tmp")
@@ -678,6 +682,48 @@ def train_metric(
     curves = save_curves(history, run_dir / "curves.png")
     (run_dir / "history.json").write_text(json.dumps(history))
     return TrainResult(out, metrics, history, curves, seconds)
+
+
+def _init_checkpoint(r: MetricRecipe) -> dict:
+    """The checkpoint ``r.init`` names, checked against the run: same network, same preprocessing."""
+    from lookalike.checkpoint import load_checkpoint
+    from lookalike.embedders import default_model_path
+
+    name = r.init.removeprefix("trained:")
+    path = default_model_path() if name == "default" else Path(name)
+    payload = load_checkpoint(path, kind="metric")
+    for what, theirs, ours in (
+        ("network", payload["arch"], r.arch()),
+        ("preprocessing", payload["preprocess"], r.preprocess()),
+    ):
+        if theirs != ours:
+            diff = ", ".join(
+                f"{k} {theirs.get(k)!r} (this run: {ours.get(k)!r})"
+                for k in sorted(set(theirs) | set(ours))
+                if theirs.get(k) != ours.get(k)
+            )
+            raise ModelError(f"cannot start from {path}: its {what} differs from this run's: {diff}")
+    payload["path"] = str(path)
+    return payload
+
+
+@torch.no_grad()
+def _start_from(tr: _Trainer, model, init: dict, log) -> None:
+    """Load the network of ``init``; the class proxies (not stored in checkpoints) start at the
+    categories' mean shop embeddings, so the first steps refine the space instead of tearing it up."""
+    model.load_state_dict(init["state_dict"])
+    if tr.class_proxy is not None:
+        labels = tr.data.class_labels[tr.train_items]
+        rng = np.random.default_rng([tr.r.seed, 7])
+        pick = rng.choice(len(tr.train_items), size=min(10_000, len(tr.train_items)), replace=False)
+        emb = tr.embed(model, tr.shop_tensor(tr.train_items[pick]))
+        proxies = tr.class_proxy.W  # (dim, classes)
+        for c in range(proxies.shape[1]):
+            mean = emb[labels[pick] == c].mean(axis=0) if (labels[pick] == c).any() else None
+            if mean is not None and np.linalg.norm(mean) > 0:
+                proxies[:, c] = torch.as_tensor(mean / np.linalg.norm(mean), device=proxies.device)
+    if log:
+        log(f"starting from {init['path']}")
 
 
 def _localizer_for(
