@@ -39,11 +39,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--widths", default=None, help="other stage widths (default: the shipped model's)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     ck = load_checkpoint(default_model_path(), kind="metric")
-    model = build_model(ck["arch"]).to(memory_format=torch.channels_last)
+    arch = dict(ck["arch"])
+    if args.widths:
+        arch["widths"] = [int(w) for w in args.widths.split(",")]
+    model = build_model(arch).to(memory_format=torch.channels_last)
     xtr, ytr = load_split("train")
     xte, yte = load_split("test")
 
@@ -52,7 +56,7 @@ def main() -> None:
 
     train_x, test_x = prep(xtr), prep(xte)
     labels = torch.as_tensor(ytr.astype(np.int64))
-    proxies = losses.NormalizedSoftmaxLoss(10, ck["arch"]["dim"], temperature=0.05)
+    proxies = losses.NormalizedSoftmaxLoss(10, arch["dim"], temperature=0.05)
     params = [{"params": list(model.parameters())}, {"params": list(proxies.parameters()), "weight_decay": 0}]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     steps = int(args.epochs * len(xtr) / args.batch)
@@ -84,7 +88,8 @@ def main() -> None:
     machine = os.environ.get("LOOKALIKE_BENCH_MACHINE", f"{os.cpu_count()}-core {platform.machine()} VM")
     print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}")
     print(
-        f"{args.epochs:g} epochs ({steps} steps), shift {args.shift}: training {seconds:.0f} s, "
+        f"widths {arch['widths']}, {args.epochs:g} epochs ({steps} steps), shift {args.shift}: "
+        f"training {seconds:.0f} s, "
         f"class-level R@1 {r1:.4f}"
     )
 
