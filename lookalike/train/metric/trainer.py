@@ -717,11 +717,11 @@ def _start_from(tr: _Trainer, model, init: dict, log) -> None:
         rng = np.random.default_rng([tr.r.seed, 7])
         pick = rng.choice(len(tr.train_items), size=min(10_000, len(tr.train_items)), replace=False)
         emb = tr.embed(model, tr.shop_tensor(tr.train_items[pick]))
-        proxies = tr.class_proxy.W  # (dim, classes)
-        for c in range(proxies.shape[1]):
-            mean = emb[labels[pick] == c].mean(axis=0) if (labels[pick] == c).any() else None
-            if mean is not None and np.linalg.norm(mean) > 0:
-                proxies[:, c] = torch.as_tensor(mean / np.linalg.norm(mean), device=proxies.device)
+        proxies = tr.class_proxy.W  # (dim, classes); a category with no training item keeps its own
+        for c in np.unique(labels[pick]):
+            mean = emb[labels[pick] == c].mean(axis=0)
+            if (norm := np.linalg.norm(mean)) > 0:
+                proxies[:, c] = torch.as_tensor(mean / norm, device=proxies.device)
     if log:
         log(f"starting from {init['path']}")
 
