@@ -687,10 +687,9 @@ def train_metric(
 def _init_checkpoint(r: MetricRecipe) -> dict:
     """The checkpoint ``r.init`` names, checked against the run: same network, same preprocessing."""
     from lookalike.checkpoint import load_checkpoint
-    from lookalike.embedders import default_model_path
+    from lookalike.embedders import ALIASES
 
-    name = r.init.removeprefix("trained:")
-    path = default_model_path() if name == "default" else Path(name)
+    path = Path(ALIASES.get(r.init, r.init).removeprefix("trained:"))  # "default" -> the shipped file
     payload = load_checkpoint(path, kind="metric")
     for what, theirs, ours in (
         ("network", payload["arch"], r.arch()),
