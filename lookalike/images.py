@@ -21,11 +21,15 @@ import hashlib
 import io
 import ipaddress
 import logging
+import math
 import os
 import re
 import socket
 import stat
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -101,7 +105,8 @@ def load_image(
     else:
         raise ImageError(str(name or type(source).__name__), "unsupported source type", kind="invalid")
     digest = hashlib.sha256(data).hexdigest()
-    return LoadedImage(image, digest, uri, image.width, image.height, fmt, data)
+    width, height = image.info.get(ORIGINAL_SIZE, image.size)
+    return LoadedImage(image, digest, uri, width, height, fmt, data)
 
 
 def _read_file(path: str, *, item: str, settings: Settings) -> bytes:
@@ -138,7 +143,7 @@ def decode_image(data: bytes, *, item: str, settings: Settings | None = None) ->
         raise TooLargeError(item, f"{len(data)} bytes, limit is {s.max_image_bytes}", kind="too_large")
     img = _open(data, item=item)
     fmt = "JPEG" if img.format == "MPO" else str(img.format)
-    return _normalise(img, item=item, settings=s), fmt
+    return _normalise(img, item=item, settings=s, shrink=True), fmt
 
 
 def _open(data: bytes, *, item: str) -> Image.Image:
@@ -172,8 +177,40 @@ def _riff_truncated(data: bytes) -> bool:
     return data[:4] == b"RIFF" and len(data) >= 8 and int.from_bytes(data[4:8], "little") + 8 > len(data)
 
 
-def _normalise(img: Image.Image, *, item: str, settings: Settings) -> Image.Image:
-    """Check the pixel limit, decode fully, apply EXIF orientation and convert to RGB."""
+class _PixelBudget:
+    """Bounds the pixels being decoded at once across threads (decoding takes several bytes per
+    pixel: a small PNG of a huge image must not be decoded many times in parallel)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._used = 0
+
+    @contextmanager
+    def take(self, pixels: int, capacity: int) -> Iterator[None]:
+        pixels = min(pixels, capacity)
+        with self._cond:
+            while self._used and self._used + pixels > capacity:  # one image always may go
+                self._cond.wait()
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= pixels
+                self._cond.notify_all()
+
+
+_DECODING = _PixelBudget()
+#: key of ``Image.info`` holding an image's size before :func:`_normalise` shrank it
+ORIGINAL_SIZE = "lookalike.original_size"
+
+
+def _normalise(img: Image.Image, *, item: str, settings: Settings, shrink: bool = False) -> Image.Image:
+    """Check the pixel limit, decode fully, apply EXIF orientation and convert to RGB.
+
+    ``shrink``: an image whose long side is over ``settings.max_image_side`` comes out that long
+    (JPEGs decode at a reduced scale, others are resized); ``Image.info[ORIGINAL_SIZE]`` keeps the
+    size it had. At most ``settings.max_image_pixels`` pixels are decoded at once in the process."""
     width, height = img.size
     if width <= 0 or height <= 0:
         raise ImageError(item, f"invalid image size {width}x{height}", kind="invalid")
@@ -184,26 +221,38 @@ def _normalise(img: Image.Image, *, item: str, settings: Settings) -> Image.Imag
             f"{width}x{height} = {width * height} pixels, limit is {limit} (decompression bomb?)",
             kind="too_many_pixels",
         )
-    try:
-        img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise TooLargeError(item, f"decompression bomb refused ({e})", kind="too_many_pixels") from None
-    except Exception as e:
-        text = str(e).lower()
-        if isinstance(e, EOFError) or "truncat" in text or "premature" in text:
-            raise ImageError(item, f"truncated image file ({_describe(e)})", kind="truncated") from None
-        raise ImageError(item, f"corrupt image data ({_describe(e)})", kind="invalid") from None
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception as e:  # a broken EXIF block must not lose an otherwise good image
-        log.warning("%s: ignoring unreadable EXIF orientation (%s)", item, _describe(e))
-    try:
-        rgb = to_rgb(img)
-        rgb.load()
-    except Exception as e:
-        raise ImageError(
-            item, f"cannot convert image mode {img.mode} to RGB ({_describe(e)})", kind="invalid"
-        ) from None
+    side = settings.max_image_side
+    with _DECODING.take(width * height, limit):
+        if shrink and img.format in ("JPEG", "MPO") and max(width, height) > 2 * side:
+            scale = side / max(width, height)  # the decoder picks 1/2, 1/4 or 1/8 of at least this
+            img.draft(img.mode, (math.ceil(width * scale), math.ceil(height * scale)))
+        try:
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise TooLargeError(item, f"decompression bomb refused ({e})", kind="too_many_pixels") from None
+        except Exception as e:
+            text = str(e).lower()
+            if isinstance(e, EOFError) or "truncat" in text or "premature" in text:
+                raise ImageError(item, f"truncated image file ({_describe(e)})", kind="truncated") from None
+            raise ImageError(item, f"corrupt image data ({_describe(e)})", kind="invalid") from None
+        decoded = img.size
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception as e:  # a broken EXIF block must not lose an otherwise good image
+            log.warning("%s: ignoring unreadable EXIF orientation (%s)", item, _describe(e))
+        if img.size != decoded:  # turned a quarter: the original's sides swap too
+            width, height = height, width
+        try:
+            rgb = to_rgb(img)
+            rgb.load()
+        except Exception as e:
+            raise ImageError(
+                item, f"cannot convert image mode {img.mode} to RGB ({_describe(e)})", kind="invalid"
+            ) from None
+        if shrink and max(rgb.size) > side:  # our own decoded image: resized in place
+            rgb.thumbnail((side, side), Image.Resampling.LANCZOS)
+    if rgb.size != (width, height):
+        rgb.info[ORIGINAL_SIZE] = (width, height)  # as seen, after EXIF orientation
     return rgb
 
 
@@ -224,18 +273,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _to_uint8(img: Image.Image) -> np.ndarray:
-    """Scale high-bit-depth grey to 0..255 (Pillow's own convert("L") would clip)."""
-    arr = np.asarray(img).astype(np.float64)
+    """Scale high-bit-depth grey to 0..255 (Pillow's own convert("L") would clip), a band of rows
+    at a time so that a large image needs little memory beyond its 8-bit result."""
+    arr = np.asarray(img)
+    out = np.empty(arr.shape, dtype=np.uint8)
     if img.mode.startswith("I;16"):
-        scaled = arr / 257.0
+        offset, factor = 0.0, 1 / 257.0
     elif img.mode == "F" and arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
-        scaled = arr * 255.0
+        offset, factor = 0.0, 255.0
     elif img.mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
-        scaled = arr / 257.0  # 32-bit container holding 16-bit data (e.g. older 16-bit PNG reads)
+        offset, factor = 0.0, 1 / 257.0  # 32-bit container holding 16-bit data (e.g. older 16-bit PNG reads)
     else:
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        offset, factor = lo, (255.0 / (hi - lo) if hi > lo else 0.0)
+    rows = max(1, (1 << 20) // max(1, arr.shape[1] if arr.ndim > 1 else 1))  # about 1M pixels a band
+    for start in range(0, arr.shape[0], rows):
+        band = (arr[start : start + rows].astype(np.float64) - offset) * factor
+        out[start : start + rows] = np.clip(np.rint(band), 0, 255)
+    return out
 
 
 def _describe(e: BaseException) -> str:
@@ -332,7 +387,10 @@ def fetch_url(url: str, *, settings: Settings | None = None) -> bytes:
                 if hop == 0:
                     raise
                 raise type(e)(url, f"redirect to {current} refused: {e.reason}", kind=e.kind) from None
-            response = _send_pinned(client, parsed, ips, item=url)
+            remaining = deadline - time.monotonic()  # one deadline for every hop, not one per hop
+            if remaining <= 0:
+                raise FetchError(url, f"timed out after {s.fetch_timeout:g} s", kind="timeout")
+            response = _send_pinned(client, parsed, ips, item=url, timeout=remaining)
             try:
                 location = response.headers.get("location")
                 if response.status_code in _REDIRECT_CODES and location:
@@ -348,20 +406,23 @@ def fetch_url(url: str, *, settings: Settings | None = None) -> bytes:
     raise FetchError(url, f"more than {s.max_redirects} redirects", kind="fetch_failed")
 
 
-def _send_pinned(client: httpx.Client, parsed: httpx.URL, ips: list[str], *, item: str) -> httpx.Response:
-    """Send the request to one of the already-checked IPs, keeping Host header and TLS name."""
+def _send_pinned(
+    client: httpx.Client, parsed: httpx.URL, ips: list[str], *, item: str, timeout: float
+) -> httpx.Response:
+    """Send the request to one of the already-checked IPs, keeping Host header and TLS name;
+    ``timeout`` bounds connecting and each read."""
     host = parsed.raw_host.decode("ascii")
     headers = {"Host": parsed.netloc.decode("ascii"), "Accept": "image/*", "Accept-Encoding": "identity"}
     extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
     error: Exception | None = None
     for ip in ips:
         request = client.build_request(
-            "GET", parsed.copy_with(host=ip), headers=headers, extensions=extensions
+            "GET", parsed.copy_with(host=ip), headers=headers, extensions=extensions, timeout=timeout
         )
         try:
             return client.send(request, stream=True)
         except httpx.TimeoutException:
-            raise FetchError(item, f"timed out after {client.timeout.read} s", kind="timeout") from None
+            raise FetchError(item, f"timed out after {client.timeout.read:g} s", kind="timeout") from None
         except httpx.ConnectError as e:
             error = e  # try the next address
         except httpx.HTTPError as e:

@@ -33,6 +33,8 @@ from lookalike.errors import (
     URLNotAllowedError,
 )
 from lookalike.images import (
+    _PixelBudget,
+    _to_uint8,
     check_url_allowed,
     decode_image,
     fetch_url,
@@ -107,6 +109,60 @@ def test_16bit_grey_is_rescaled_not_clipped(corpus):
         assert row[0] == 0 and row[-1] == 255, name
         assert abs(row[32] - 128) <= 3, name  # mid-grey stays mid-grey
         assert np.all(np.diff(row) >= 0) and len(set(row.tolist())) > 50, name
+
+
+def test_16bit_rescaling_in_bands_matches_the_whole_image_formula():
+    """_to_uint8 converts a band of rows at a time; the result is the same as in one piece."""
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 65536, (700, 2000), dtype=np.uint16)  # several bands of rows
+    img16 = Image.fromarray(wide)
+    assert img16.mode == "I;16"
+    out = _to_uint8(img16)
+    assert out.dtype == np.uint8 and out.shape == wide.shape
+    assert np.array_equal(out, np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+    grey = rng.normal(100.0, 30.0, (600, 1800)).astype(np.float32)
+    lo, hi = float(grey.min()), float(grey.max())
+    expected = np.clip(np.rint((grey.astype(np.float64) - lo) * (255.0 / (hi - lo))), 0, 255)
+    assert np.array_equal(_to_uint8(Image.fromarray(grey)), expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_huge_images_are_shrunk_after_decoding_and_keep_their_size(fmt):
+    settings = Settings(max_image_side=100)
+    data = encode(Image.fromarray(np.full((250, 450, 3), 200, np.uint8)), fmt)
+    loaded = load_image(data, settings=settings)
+    assert loaded.image.size == (100, 56) and (loaded.width, loaded.height) == (450, 250)
+    small = load_image(encode(Image.fromarray(np.full((50, 90, 3), 9, np.uint8)), fmt), settings=settings)
+    assert small.image.size == (90, 50) and (small.width, small.height) == (90, 50)
+
+
+def test_shrunk_exif_rotated_jpeg_keeps_its_displayed_size(corpus):
+    loaded = load_image(corpus["exif_rotated.jpg"].path, settings=Settings(max_image_side=10))
+    assert loaded.image.size == (5, 10) and (loaded.width, loaded.height) == (20, 40)
+
+
+def test_pixel_budget_lets_one_large_decode_run_at_a_time():
+    budget, order = _PixelBudget(), []
+    first_in = threading.Event()
+
+    def decode(name: str, pixels: int, hold: float) -> None:
+        with budget.take(pixels, capacity=100):
+            order.append(f"{name} in")
+            if name == "a":
+                first_in.set()
+            time.sleep(hold)
+            order.append(f"{name} out")
+
+    a = threading.Thread(target=decode, args=("a", 80, 0.3))
+    a.start()
+    first_in.wait(5)
+    b = threading.Thread(target=decode, args=("b", 500, 0))  # more than the capacity: waits for a
+    c = threading.Thread(target=decode, args=("c", 10, 0))  # fits beside a
+    b.start()
+    c.start()
+    for t in (a, b, c):
+        t.join(5)
+    assert order.index("c in") < order.index("a out") < order.index("b in")
 
 
 def test_cmyk_palette_bilevel_and_gif_colours(corpus):
@@ -326,6 +382,13 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/slow":
             time.sleep(1.5)
             self.reply(200, PNG_BYTES, "image/png")
+        elif self.path.startswith("/slow-hops/"):  # /slow-hops/N: 0.4 s, then a redirect to N-1
+            hops = int(self.path.rsplit("/", 1)[1])
+            time.sleep(0.4)
+            if hops:
+                self.reply(302, b"", "text/plain", Location=f"/slow-hops/{hops - 1}")
+            else:
+                self.reply(200, PNG_BYTES, "image/png")
         elif self.path == "/stream-huge":  # no Content-Length: the body runs until the socket closes
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
@@ -407,6 +470,17 @@ def test_slow_url_times_out(server):
         load_image(base(server) + "/slow", settings=Settings(allow_private_urls=True, fetch_timeout=0.3))
     assert info.value.kind == "timeout"
     assert time.monotonic() - started < 1.4
+
+
+def test_the_fetch_timeout_covers_every_redirect_hop(server):
+    """Four slow hops of 0.4 s each fit a 1 s timeout hop by hop but not in total: one deadline."""
+    settings = Settings(allow_private_urls=True, fetch_timeout=1.0)
+    assert fetch_url(base(server) + "/slow-hops/1", settings=settings) == PNG_BYTES
+    started = time.monotonic()
+    with pytest.raises(FetchError) as info:
+        fetch_url(base(server) + "/slow-hops/4", settings=settings)
+    assert info.value.kind == "timeout" and "1 s" in info.value.reason
+    assert time.monotonic() - started < 1.6
 
 
 @pytest.mark.parametrize(
