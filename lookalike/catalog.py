@@ -25,7 +25,14 @@ from PIL import Image
 
 from lookalike.config import Settings, get_settings
 from lookalike.embedders import Embedder, load_embedder
-from lookalike.errors import ImageError, InvalidRequest, ModelMismatchError, ProductNotFound
+from lookalike.errors import (
+    ImageError,
+    ImagesGone,
+    InvalidRequest,
+    ModelMismatchError,
+    ProductNotFound,
+    StoreError,
+)
 from lookalike.images import LoadedImage, load_image, perceptual_hash, thumbnail_bytes
 from lookalike.index import ExactIndex, VectorIndex
 from lookalike.progress import progress_bar
@@ -148,6 +155,17 @@ class _View:
 
     def images_of(self, pks: np.ndarray) -> np.ndarray:
         return np.unique(self.link_images[np.isin(self.link_pks, pks)])
+
+
+def _attribute_problem(key: object, value: object) -> str | None:
+    """Why an attribute cannot be stored (as JSON a filter can match), or None."""
+    if not isinstance(key, str) or not key:
+        return f"attribute keys must be non-empty strings, got {key!r}"
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value} is not a finite number"
+    return f"values must be strings, numbers or booleans, got {type(value).__name__}"
 
 
 class Catalog:
@@ -335,17 +353,51 @@ class Catalog:
                 continue
             for li in good:
                 new.setdefault(li.sha256, li)
+            attributes = {}
+            for key, value in product.attributes.items():
+                problem = _attribute_problem(key, value)
+                if problem is None:
+                    attributes[key] = value
+                else:  # dropped and reported; the rest of the product is written
+                    report.failures.append(
+                        {
+                            "product_id": product.product_id,
+                            "item": f"{product.product_id}: attribute {key!r}",
+                            "kind": "bad_attribute",
+                            "reason": problem,
+                        }
+                    )
             writes.append(
                 ProductWrite(
                     product_id=product.product_id,
                     title=product.title,
                     category=product.category,
-                    attributes=dict(product.attributes),
+                    attributes=attributes,
                     url=product.url,
                     image_shas=[li.sha256 for li in good],
                     replace_images=replace_images,
                 )
             )
+        for attempt in range(3):
+            try:
+                self._write(report, embedder, model, new, writes)
+                break
+            except ImagesGone as exc:
+                # another writer dropped images this batch reuses (their last product went) between
+                # the check and the write; nothing was written: check again and embed them anew
+                if attempt == 2:
+                    raise StoreError(f"images kept disappearing during the write ({exc})") from None
+        report.products_indexed = len(writes)
+        return report
+
+    def _write(
+        self,
+        report: IndexReport,
+        embedder: Embedder,
+        model: str,
+        new: dict[str, LoadedImage],
+        writes: list[ProductWrite],
+    ) -> None:
         existing = self.store.images_with_sha(new.keys(), model)
         to_embed = [li for sha, li in new.items() if not existing.get(sha, (0, False))[1]]
         report.images_reused = len(new) - len(to_embed)
@@ -367,8 +419,6 @@ class Catalog:
             report.products_created = result.products_created
             report.products_updated = result.products_updated
             report.images_embedded = result.embeddings_added
-        report.products_indexed = len(writes)
-        return report
 
     # --- search -----------------------------------------------------------------------------
     def _view(self, model: str) -> _View:

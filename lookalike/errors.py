@@ -87,6 +87,14 @@ class StoreError(LookalikeError):
     code = "store_unavailable"
 
 
+class ImagesGone(StoreError):
+    """A write names images that another writer deleted meanwhile; nothing was written."""
+
+    def __init__(self, shas: set[str]):
+        self.shas = set(shas)
+        super().__init__(f"{len(self.shas)} image(s) were deleted by another write meanwhile")
+
+
 class InvalidRequest(LookalikeError):
     """A parameter is malformed (bad filter, k out of range, ...)."""
 

@@ -244,3 +244,50 @@ def test_url_items_that_fail_are_reported_and_the_rest_indexed(db_url, tmp_path,
     }
     assert sorted(cat.get_products(rows)) == ["file-ok", "url-ok"]
     cat.close()
+
+
+def test_a_write_whose_shared_image_another_writer_deleted_meanwhile_embeds_it_again(db_url, fmnist_test):
+    """Product B reuses product A's photo. Between B's check of which images exist and its write,
+    another writer deletes A (and with it the photo): B's write notices, checks again, embeds
+    the photo anew, and lands whole."""
+    images, _ = fmnist_test
+    shared, own = Image.fromarray(images[20]), Image.fromarray(images[21])
+    cat = Catalog.open(db_url)
+    cat.index(ListSource([SourceProduct("a", [shared], category="Tops")]), model="pixels")
+    check = cat.store.images_with_sha
+    other = Catalog.open(db_url)  # the other writer, with its own connection
+    raced = []
+
+    def check_then_race(shas, model):
+        found = check(shas, model)
+        if not raced:
+            raced.append(True)
+            other.delete("a")  # a real delete, committed between the check and the write
+        return found
+
+    cat.store.images_with_sha = check_then_race
+    report = cat.index_products([SourceProduct("b", [shared, own], category="Tops")], model="pixels")
+    assert raced and report.products_indexed == 1 and report.images_embedded == 2
+    record = cat.get_product("b")
+    assert len(record.image_ids) == 2
+    s = cat.stats()
+    assert (s["products"], s["images"], s["embeddings"], s["links"]) == (1, 2, 2, 2)
+    assert cat.search(shared, k=1)[0].product_id == "b"
+    other.close()
+    cat.close()
+
+
+def test_attributes_that_cannot_be_stored_are_dropped_and_reported(db_url, fmnist_test):
+    images, _ = fmnist_test
+    cat = Catalog.open(db_url)
+    attrs = {"weight": float("nan"), "size": float("inf"), "tags": ["a"], "brand": "Acme", "n": 2.5}
+    report = cat.index(
+        ListSource([SourceProduct("p", [Image.fromarray(images[30])], attributes=attrs)]), model="pixels"
+    )
+    assert report.products_indexed == 1
+    bad = {f["item"]: f["kind"] for f in report.failures}
+    assert bad == {f"p: attribute {k!r}": "bad_attribute" for k in ("weight", "size", "tags")}
+    assert cat.get_product("p").attributes == {"brand": "Acme", "n": 2.5}
+    # the catalog's attribute filters keep working
+    assert [h.product_id for h in cat.search(images[30], k=1, filters={"brand": "Acme"})] == ["p"]
+    cat.close()

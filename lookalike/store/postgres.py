@@ -30,7 +30,7 @@ from psycopg.pq import Format
 from psycopg.types import TypeInfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from lookalike.errors import InvalidRequest, StoreError
+from lookalike.errors import ImagesGone, InvalidRequest, StoreError
 from lookalike.store.base import ImageRecord, NewImage, ProductRecord, ProductWrite, Store, WriteResult
 
 # Numbered migrations, applied in order and recorded in schema_migrations (same versions as SQLite).
@@ -385,6 +385,8 @@ class PostgresStore(Store):
                 result.images_added += cur.rowcount
             shas = list({im.sha256 for im in images} | {s for p in products for s in p.image_shas})
             ids = dict(c.execute("SELECT sha256, id FROM images WHERE sha256 = ANY(%s)", (shas,)).fetchall())
+            if gone := set(shas) - ids.keys():  # deleted since the caller checked
+                raise ImagesGone(gone)
             vectors = [im for im in images if im.vector is not None]
             if vectors:
                 dim = int(np.asarray(vectors[0].vector).shape[0])

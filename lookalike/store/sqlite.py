@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.errors import InvalidRequest, StoreError
+from lookalike.errors import ImagesGone, InvalidRequest, StoreError
 from lookalike.store.base import ImageRecord, NewImage, ProductRecord, ProductWrite, Store, WriteResult
 
 # Numbered migrations, applied in order and recorded in schema_migrations.
@@ -189,6 +189,8 @@ class SQLiteStore(Store):
                 result.images_added += cur.rowcount
             shas = {im.sha256 for im in images} | {s for p in products for s in p.image_shas}
             ids = self._ids_for_shas(c, shas)
+            if gone := set(shas) - ids.keys():  # deleted since the caller checked
+                raise ImagesGone(gone)
             for im in images:
                 if im.vector is None:
                     continue
@@ -402,8 +404,12 @@ class SQLiteStore(Store):
         for key, value in filters.items():
             if key == "category":
                 clauses.append("category = ?")
-            else:
-                clauses.append(f"CAST(json_extract(attributes, '{_attr_key(key)}') AS TEXT) = ?")
+            else:  # booleans read as JSON writes them (true/false), as in PostgreSQL, not as 1/0
+                path = _attr_key(key)
+                clauses.append(
+                    f"CASE json_type(attributes, '{path}') WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+                    f"ELSE CAST(json_extract(attributes, '{path}') AS TEXT) END = ?"
+                )
             params.append(str(value))
         where = " AND ".join(clauses) or "1"
         rows = self._query(f"SELECT id FROM products WHERE {where}", params)
