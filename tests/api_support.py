@@ -67,14 +67,23 @@ def live_server(app) -> Iterator[str]:
 
 @contextlib.contextmanager
 def image_server(images: dict[str, bytes]) -> Iterator[str]:
-    """Serve ``images`` by name on 127.0.0.1; ``?delay=S`` waits S seconds before answering."""
+    """Serve ``images`` by name on 127.0.0.1; ``?delay=S`` waits S seconds before answering, and
+    ``?hops=N`` redirects to the same image with N-1 hops left (each hop waits ``delay``)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's naming)
             url = urlparse(self.path)
-            delay = float(parse_qs(url.query).get("delay", ["0"])[0])
+            query = parse_qs(url.query)
+            delay = float(query.get("delay", ["0"])[0])
+            hops = int(query.get("hops", ["0"])[0])
             if delay:
                 time.sleep(delay)
+            if hops > 0:
+                self.send_response(302)
+                self.send_header("Location", f"{url.path}?delay={delay}&hops={hops - 1}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             data = images.get(url.path.lstrip("/"))
             if data is None:
                 self.send_response(404)

@@ -616,13 +616,13 @@ def test_database_failure_is_503_without_a_trace(tmp_path):
         assert client.get("/healthz").status_code == 200
 
 
-def test_stats_hides_database_credentials():
+def test_stats_hides_database_credentials_and_server_paths():
     from lookalike.api.routers.system import redact_db_url
 
     assert redact_db_url("postgresql://shop:hunter2@db.internal:5432/cat?sslmode=require") == (
         "postgresql://db.internal:5432/cat"
     )
-    assert redact_db_url("/srv/data/catalog.db") == "/srv/data/catalog.db"
+    assert redact_db_url("/srv/data/catalog.db") == "catalog.db"
 
 
 def test_openapi_docs_and_web_page(small_client):
@@ -665,3 +665,62 @@ def test_serve_command_is_documented():
     for option in ("--db", "--host", "--port"):
         assert option in result.output
     assert "127.0.0.1" in result.output and "8000" in result.output
+
+
+# --- hostile product fields -------------------------------------------------------------------
+def test_attributes_must_be_finite_scalars_under_filterable_keys(client, fmnist_test):
+    """A NaN or Infinity stored as an attribute would be invalid JSON in the database and break
+    every attribute filter of the catalog; JSON bodies and multipart forms refuse it alike."""
+    png = photo_bytes(fmnist_test[0][7100])
+    b64 = base64.b64encode(png).decode()
+    raw = json.dumps({"images_base64": [b64], "attributes": {"weight": 1}}).replace(
+        '"weight": 1', '"weight": 1e999'
+    )
+    r = client.put("/v1/products/sku-inf", content=raw, headers={"content-type": "application/json"})
+    assert "weight" in assert_error(r, 422, "invalid_request")["message"]
+    for bad in ('{"weight": NaN}', '{"weight": -Infinity}'):
+        r = client.put(
+            "/v1/products/sku-nan", files=[("images", ("p.png", png, "image/png"))], data={"attributes": bad}
+        )
+        assert "weight" in assert_error(r, 422, "invalid_request")["message"], bad
+    for attributes in ({"x" * 65: 1}, {"a/b": 1}, {"long": "v" * 1001}):
+        r = client.put("/v1/products/sku-attr", json={"images_base64": [b64], "attributes": attributes})
+        assert_error(r, 422, "invalid_request")
+        form = {"attributes": json.dumps(attributes)}
+        r = client.put("/v1/products/sku-attr", files=[("images", ("p.png", png, "image/png"))], data=form)
+        assert_error(r, 422, "invalid_request")
+    for missing in ("sku-inf", "sku-nan", "sku-attr"):
+        assert_error(client.get(f"/v1/products/{missing}"), 404, "not_found")  # nothing half-written
+    # attribute filters still work, booleans included, and match as JSON writes them
+    r = client.put(
+        "/v1/products/sku-flag", json={"images_base64": [b64], "attributes": {"gift": True, "n": 1}}
+    )
+    assert r.status_code == 201, r.text
+    found = lambda f: [h["product_id"] for h in upload(client, png, k="3", filter=f).json()["results"]]  # noqa: E731
+    assert found("gift=true") == ["sku-flag"] and found("n=1") == ["sku-flag"]
+    assert found("gift=1") == [] and found("gift=false") == []
+    assert found("split=test")[0] != "sku-flag"
+
+
+def test_multipart_fields_have_the_json_bodys_limits(client, fmnist_test):
+    png = photo_bytes(fmnist_test[0][7101])
+    files = [("images", ("p.png", png, "image/png"))]
+    for field, value in (("title", "t" * 501), ("category", "c" * 201), ("url", "javascript:alert(1)")):
+        r = client.put("/v1/products/sku-form", files=files, data={field: value})
+        assert field in assert_error(r, 422, "invalid_request")["message"], field
+        b64 = base64.b64encode(png).decode()
+        r = client.put("/v1/products/sku-form", json={"images_base64": [b64], field: value})
+        assert field in assert_error(r, 422, "invalid_request")["message"], field
+    assert_error(client.get("/v1/products/sku-form"), 404, "not_found")
+    r = client.put(
+        "/v1/products/sku-form", files=files, data={"title": "ok", "url": "https://shop.example/p/1"}
+    )
+    assert r.status_code == 201 and r.json()["url"] == "https://shop.example/p/1"
+
+
+def test_a_product_id_cannot_end_with_a_space(small_client, fmnist_test):
+    b64 = base64.b64encode(photo_bytes(fmnist_test[0][7102])).decode()
+    r = small_client.put("/v1/products/sku1%20", json={"images_base64": [b64]})
+    assert_error(r, 422, "invalid_request")
+    assert_error(small_client.get("/v1/products/fmnist-test-1%20"), 422, "invalid_request")
+    assert small_client.get("/v1/products/fmnist-test-1").status_code == 200

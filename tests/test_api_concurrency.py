@@ -114,7 +114,7 @@ def test_full_inference_queue_answers_429_and_health_stays_fast(tmp_path, fmnist
 
 def test_request_time_limit_answers_503(tmp_path, fmnist_test):
     db = index_small_catalog(str(tmp_path / "c.db"), n=50)
-    app = create_app(Settings(allow_private_urls=True, request_timeout=1.0), db=db)
+    app = create_app(Settings(allow_private_urls=True, request_timeout=1.0), db=db, inference_threads=2)
     png = photo_bytes(fmnist_test[0][4])
     with image_server({"slow.png": png}) as images, live_server(app) as base:
         t0 = time.perf_counter()
@@ -125,3 +125,50 @@ def test_request_time_limit_answers_503(tmp_path, fmnist_test):
         assert elapsed < 3.0
         fast = httpx.post(f"{base}/v1/search", files={"image": ("q.png", png, "image/png")}, timeout=30)
         assert fast.status_code == 200 and fast.json()["results"][0]["product_id"] == "fmnist-test-4"
+
+
+def test_a_write_that_timed_out_still_lands_before_a_later_write(tmp_path, fmnist_test):
+    """The first PUT's image is slow: the client gets 503 while the write goes on in its thread. A
+    second PUT to the same product, sent after that 503, waits for the first and lands after it,
+    so the product ends as the last acknowledged write left it."""
+    db = index_small_catalog(str(tmp_path / "c.db"), n=20)
+    app = create_app(Settings(allow_private_urls=True, request_timeout=2.0), db=db, inference_threads=2)
+    first, second = photo_bytes(fmnist_test[0][9100]), photo_bytes(fmnist_test[0][9101])
+    gate = app.state.service.inference
+    with image_server({"first.png": first}) as images, live_server(app) as base:
+        slow = {"title": "FIRST", "image_urls": [f"{images}/first.png?delay=3"]}
+        r = httpx.put(f"{base}/v1/products/sku-late", json=slow, timeout=30)
+        assert r.status_code == 503 and "may still complete" in r.json()["error"]["message"], r.text
+        assert gate.pending == 1  # the first write still runs, and still counts
+        fast = {"title": "SECOND", "images_base64": [base64.b64encode(second).decode()]}
+        r = httpx.put(f"{base}/v1/products/sku-late", json=fast, timeout=30)
+        assert r.status_code == 200, r.text  # the first write created the product meanwhile
+        assert r.json()["title"] == "SECOND"
+        product = httpx.get(f"{base}/v1/products/sku-late").json()
+        assert product["title"] == "SECOND" and len(product["image_ids"]) == 1
+    with Catalog.open(db) as cat:
+        assert cat.store.get_image(product["image_ids"][0]).sha256 == hashlib.sha256(second).hexdigest()
+    assert gate.pending == 0
+
+
+def test_a_search_that_timed_out_keeps_its_thread_until_it_returns(tmp_path, fmnist_test):
+    """One inference thread: a search abandoned at the time limit still occupies it, so the next
+    search waits for it instead of running beside it (the bound on concurrent work holds)."""
+    db = index_small_catalog(str(tmp_path / "c.db"), n=20)
+    app = create_app(Settings(allow_private_urls=True, request_timeout=1.0), db=db, inference_threads=1)
+    png = photo_bytes(fmnist_test[0][5])
+    running = []
+    gate = app.state.service.inference
+    with image_server({"slow.png": png}) as images, live_server(app) as base:
+        r = httpx.post(f"{base}/v1/search", json={"image_url": f"{images}/slow.png?delay=2.5"}, timeout=30)
+        assert r.status_code == 503, r.text
+        running.append(gate.pending)
+        r = httpx.post(f"{base}/v1/search", files={"image": ("q.png", png, "image/png")}, timeout=30)
+        assert r.status_code == 503  # queued behind the abandoned search past its own time limit
+        deadline = time.monotonic() + 10
+        while gate.pending:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        r = httpx.post(f"{base}/v1/search", files={"image": ("q.png", png, "image/png")}, timeout=30)
+        assert r.status_code == 200 and r.json()["results"][0]["product_id"] == "fmnist-test-5"
+    assert running == [1]

@@ -48,6 +48,15 @@ def test_index_job_in_process_through_the_api(tmp_path):
             "/v1/index-jobs", json={"source": "fashion-mnist", "limit": 0}, headers={"X-API-Key": KEY}
         )
         assert r.status_code == 422
+        # a request never names a file the server would load as a model (nor weights to download)
+        secret = tmp_path / "weights.pt"
+        secret.write_bytes(b"not a checkpoint")
+        for model in (f"trained:{secret}", "trained:/nonexistent.pt", "torchvision:resnet50"):
+            body = {"source": "fashion-mnist:test", "limit": 2, "model": model}
+            r = client.post("/v1/index-jobs", json=body, headers={"X-API-Key": KEY})
+            assert r.status_code == 422, r.text
+            message = r.json()["error"]["message"]
+            assert model in message and "pixels" in message and "cannot be read" not in message
 
 
 def test_index_job_through_the_api_runs_on_celery_workers(db_url, workers):

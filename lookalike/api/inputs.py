@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,7 @@ from lookalike.api.errors import APIError
 from lookalike.api.schemas import MAX_FILTERS
 from lookalike.errors import ImageError, InvalidRequest, TooLargeError, URLNotAllowedError
 
+M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
 _FILTER_KEY = re.compile(r"^[\w][\w .-]{0,63}$")
@@ -38,6 +40,14 @@ async def read_json(request: Request, model: type[BaseModel]) -> BaseModel:
     body = await request.body()
     try:
         return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+
+
+def validate_model(model: type[M], data: dict) -> M:
+    """``data`` (e.g. multipart form fields) checked against ``model``; errors read as a JSON body's."""
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
 
@@ -139,7 +149,7 @@ def form_json_object(form: FormData, name: str) -> dict:
     if not isinstance(raw, str):
         raise InvalidRequest(f"form field {name!r} must be text (a JSON object)")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw)  # NaN and Infinity parse here; ProductFields refuses them by name
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"form field {name!r} is not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):

@@ -82,7 +82,8 @@ class TimeoutMiddleware:
     """Cancel a request that runs longer than ``seconds`` and answer 503 (if nothing was sent yet).
 
     Work already running in an inference thread finishes there (threads cannot be killed), but
-    the client gets its answer on time and the inference gate still counts that work."""
+    the client gets its answer on time and the inference gate still counts that work; a write
+    that finishes late still lands before any later write to the same product."""
 
     def __init__(self, app: ASGIApp, seconds: float):
         self.app = app
@@ -105,13 +106,13 @@ class TimeoutMiddleware:
         except TimeoutError:
             log.warning("%s %s timed out after %gs", scope.get("method"), scope.get("path"), self.seconds)
             if not started:
-                await send_error(
-                    send,
-                    503,
-                    "timeout",
-                    f"the request took longer than {self.seconds:g} s; try again or use a smaller image",
-                    {"retry-after": "1"},
-                )
+                message = f"the request took longer than {self.seconds:g} s; try again or use a smaller image"
+                if scope.get("method") in ("PUT", "DELETE"):
+                    message = (
+                        f"the request took longer than {self.seconds:g} s; the write may still complete "
+                        "(a later write to this product waits for it): read the product before retrying"
+                    )
+                await send_error(send, 503, "timeout", message, {"retry-after": "1"})
 
 
 class SecurityHeadersMiddleware:

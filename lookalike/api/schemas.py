@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 #: product ids: 1-128 letters/digits (any script) and . _ : @ + = ~ - or space; no slash, no control
-#: characters, and not starting with punctuation or space
-PRODUCT_ID_PATTERN = r"^\w[\w.:@+=~ -]{0,127}$"
+#: characters, not starting with punctuation or space, not ending with a space ("sku1 " is no
+#: second "sku1")
+PRODUCT_ID_PATTERN = r"^\w(?:[\w.:@+=~ -]{0,126}[\w.:@+=~-])?$"
 MAX_K = 100
 MAX_IMAGES_PER_PRODUCT = 10
 MAX_FILTERS = 8
@@ -172,13 +175,58 @@ class ProductsPublic(BaseModel):
     )
 
 
-class ProductUpsert(BaseModel):
-    """Create a product or replace its images. Given fields replace stored ones; attributes merge."""
+#: attribute keys as filters take them (``filter=key=value``); values are short scalars
+ATTRIBUTE_KEY = re.compile(r"^[\w][\w .-]{0,63}$")
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_TEXT = 1000
+
+
+class ProductFields(BaseModel):
+    """A product's descriptive fields, as a JSON body or multipart form fields give them."""
 
     title: str | None = Field(None, max_length=500)
     category: str | None = Field(None, max_length=200)
-    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict, max_length=50)
-    url: str | None = Field(None, max_length=4096, description="The product page (stored, never fetched).")
+    attributes: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        max_length=MAX_ATTRIBUTES,
+        description="Scalar attributes (string, finite number or boolean) under keys a filter can name: "
+        "1-64 letters, digits, space, . _ - .",
+    )
+    url: str | None = Field(
+        None, max_length=4096, description="The product page, http(s) (stored, never fetched)."
+    )
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _scalar_attributes(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # the type check names it
+        for key, item in value.items():
+            if not isinstance(key, str) or not ATTRIBUTE_KEY.match(key):
+                raise ValueError(
+                    f"attribute key {str(key)[:80]!r} must be 1-64 letters, digits, space, . _ -"
+                )
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"attribute {key!r} must be a finite number, got {item}")
+            if isinstance(item, str) and len(item) > MAX_ATTRIBUTE_TEXT:
+                raise ValueError(
+                    f"attribute {key!r} is {len(item)} characters, limit is {MAX_ATTRIBUTE_TEXT}"
+                )
+            if not isinstance(item, str | int | float | bool):
+                raise ValueError(f"attribute {key!r} must be a string, number or boolean")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://", value, re.IGNORECASE):
+            raise ValueError(f"must be an http:// or https:// URL, got {value[:100]!r}")
+        return value
+
+
+class ProductUpsert(ProductFields):
+    """Create a product or replace its images. Given fields replace stored ones; attributes merge."""
+
     image_urls: list[str] = Field(
         default_factory=list,
         max_length=MAX_IMAGES_PER_PRODUCT,
@@ -214,7 +262,7 @@ class ProductUpsert(BaseModel):
 
 # --- system ------------------------------------------------------------------------------------
 class StatsPublic(BaseModel):
-    db: str = Field(description="The database (credentials removed).")
+    db: str = Field(description="The database: its URL without credentials, or the SQLite file's name.")
     schema_version: int
     model: str | None
     products: int

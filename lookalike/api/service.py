@@ -1,7 +1,7 @@
 """The service state shared by every request: the catalog, the settings, and the inference gate.
 
-Inference (image decode + embed + search) is CPU work: it runs in worker threads behind a
-capacity limiter so the event loop stays free, and an admission counter bounds the work that may
+Inference (image decode + embed + search) is CPU work: it runs on a pool of worker threads so
+the event loop stays free, and an admission counter bounds the work that may
 be running or waiting at once; past that bound requests are refused with 429 instead of piling up.
 """
 
@@ -12,11 +12,10 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
-import anyio
-import anyio.to_thread
 import numpy as np
 
 from lookalike.api.errors import APIError
@@ -32,33 +31,34 @@ def _default_threads() -> int:
 
 
 class InferenceGate:
-    """At most ``threads`` inference calls run at once; at most ``max_pending`` run or wait."""
+    """At most ``threads`` inference calls run at once; at most ``max_pending`` run or wait.
+
+    The calls run on this gate's own thread pool. A request that is cancelled (client gone,
+    request time limit) while its call waits takes the call out of the queue; a call that has
+    started cannot be stopped, and keeps its thread, its place in ``max_pending`` and anything it
+    holds (see :meth:`ProductLocks.hold`) until it returns. So the bounds hold for work whose
+    answer nobody waits for any more, too."""
 
     def __init__(self, threads: int, max_pending: int):
         self.threads = threads
         self.max_pending = max_pending
         self._pending = 0
         self._lock = threading.Lock()
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, again after close()
 
     @property
     def pending(self) -> int:
         return self._pending
 
-    def _limiter_for_loop(self) -> anyio.CapacityLimiter:
-        if self._limiter is None:  # created lazily: a limiter belongs to the running event loop
-            self._limiter = anyio.CapacityLimiter(self.threads)
-        return self._limiter
-
-    def _release(self) -> None:
+    def _release(self, _: object = None) -> None:
         with self._lock:
             self._pending -= 1
 
-    async def run(self, fn: Callable[..., T], *args) -> T:
+    async def run(self, fn: Callable[..., T], *args, holding: Held | None = None) -> T:
         """Run ``fn(*args)`` in a worker thread, or raise 429 when too much work is queued.
 
-        If the request is cancelled (client gone, request timeout), a call that already started
-        finishes in its thread and still counts against ``max_pending`` until it does."""
+        ``holding``: a product lock that stays held until the call returns, even if this request
+        is cancelled first."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise APIError(
@@ -68,50 +68,79 @@ class InferenceGate:
                     headers={"Retry-After": "1"},
                 )
             self._pending += 1
-        state = {"started": False, "dropped": False}
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="lookalike-inference")
+            future = self._pool.submit(fn, *args)
+        future.add_done_callback(self._release)  # run, failed or taken out of the queue
+        if holding is not None:
+            holding.until(future)
+        return await asyncio.wrap_future(future)  # cancelling this cancels a call still queued
 
-        def call() -> T:
-            with self._lock:
-                if state["dropped"]:  # the request went away before this thread got to run
-                    return None  # type: ignore[return-value]  (nobody waits for this result)
-                state["started"] = True
-            try:
-                return fn(*args)
-            finally:
-                self._release()
+    def close(self) -> None:
+        """Drop the calls still queued; calls already running finish in their threads."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
-        try:
-            return await anyio.to_thread.run_sync(
-                call, limiter=self._limiter_for_loop(), abandon_on_cancel=True
-            )
-        finally:
-            with self._lock:
-                if not state["started"]:
-                    state["dropped"] = True
-                    self._pending -= 1
+
+class Held:
+    """A product lock held by a request; :meth:`until` extends it to the end of a thread's call."""
+
+    def __init__(self) -> None:
+        self.future: Future | None = None
+
+    def until(self, future: Future) -> None:
+        self.future = future
 
 
 class ProductLocks:
-    """One asyncio lock per product id being written, so concurrent writes to a product queue up."""
+    """One lock per product id being written, so concurrent writes to a product queue up in order.
+
+    A write whose request timed out while its call was running keeps the lock until the call
+    returns: a later write to the product waits for it and lands after it."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @asynccontextmanager
-    async def hold(self, product_id: str) -> AsyncIterator[None]:
+    async def hold(self, product_id: str) -> AsyncIterator[Held]:
         lock, users = self._locks.get(product_id, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
         self._locks[product_id] = (lock, users + 1)
         try:
-            async with lock:
-                yield
+            await lock.acquire()
+        except BaseException:
+            self._leave(product_id)
+            raise
+        held = Held()
+        try:
+            yield held
         finally:
-            lock, users = self._locks[product_id]
-            if users <= 1:
-                del self._locks[product_id]
-            else:
-                self._locks[product_id] = (lock, users - 1)
+            if held.future is None or held.future.done():
+                self._unlock(product_id, lock)
+            else:  # the call outlives the request: unlock when it returns
+                loop = asyncio.get_running_loop()
+                held.future.add_done_callback(lambda _: _call_soon(loop, self._unlock, product_id, lock))
+
+    def _unlock(self, product_id: str, lock: asyncio.Lock) -> None:
+        lock.release()
+        self._leave(product_id)
+
+    def _leave(self, product_id: str) -> None:
+        lock, users = self._locks[product_id]
+        if users <= 1:
+            del self._locks[product_id]
+        else:
+            self._locks[product_id] = (lock, users - 1)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # the event loop has closed: nothing waits for the lock any more
+        pass
 
 
 class WarmUp:
@@ -172,5 +201,6 @@ class Service:
         self.warm_up = WarmUp(catalog)
 
     def close(self) -> None:
+        self.inference.close()
         if self.own_catalog:
             self.catalog.close()

@@ -10,6 +10,10 @@ from pydantic import BaseModel, Field
 
 from lookalike.api.deps import CatalogDep, SettingsDep, WriteKeyDep, require_read_key
 from lookalike.api.routers.search import ERRORS
+from lookalike.errors import InvalidRequest
+
+#: models a request may name without the catalog having them yet (shipped with the package)
+BUILT_IN_MODELS = ("default", "pixels")
 
 router = APIRouter(prefix="/v1/index-jobs", tags=["index jobs"], dependencies=[Depends(require_read_key)])
 
@@ -22,7 +26,12 @@ class IndexJobCreate(BaseModel):
         "they list, must lie inside the server's LOOKALIKE_INDEX_ROOTS.",
         examples=["fashion-mnist:test"],
     )
-    model: str | None = Field(None, max_length=500, description="Embedder (default: the catalog's model).")
+    model: str | None = Field(
+        None,
+        max_length=500,
+        description="Embedder: one the catalog is indexed with, or `default` / `pixels` (default: the "
+        "catalog's model). Other models (checkpoints, torchvision) are indexed from the command line.",
+    )
     limit: int | None = Field(None, ge=1, description="Index only the first N products.")
     batch_products: int | None = Field(None, ge=1, le=10_000, description="Products per batch (default 256).")
 
@@ -81,6 +90,14 @@ def create_index_job(
     from lookalike.sources import check_source_within
 
     check_source_within(body.source, settings.index_roots)  # a server path is hostile until checked
+    if body.model is not None:  # nor load a model file or download weights a request names
+        allowed = {*catalog.store.models(), *BUILT_IN_MODELS}
+        if body.model not in allowed:
+            raise InvalidRequest(
+                f"model {body.model!r} is not one this server loads for a request: use one the catalog "
+                f"is indexed with or a built-in one ({', '.join(sorted(allowed))}); index with other "
+                "models from the command line (lookalike index --model)"
+            )
     job = submit_index_job(
         body.source,
         db=catalog.store.url,

@@ -21,6 +21,7 @@ from lookalike.api.inputs import (
     read_upload,
     require_url,
     unsupported_media,
+    validate_model,
 )
 from lookalike.api.routers.search import ERRORS, search_similar
 from lookalike.api.schemas import (
@@ -29,6 +30,7 @@ from lookalike.api.schemas import (
     MAX_K,
     MAX_PAGE,
     PRODUCT_ID_PATTERN,
+    ProductFields,
     ProductPublic,
     ProductsPublic,
     ProductUpsert,
@@ -140,13 +142,21 @@ async def _read_upsert(request: Request, product_id: str, limit: int) -> SourceP
         for name, value in texts.items():
             if value is not None and not isinstance(value, str):
                 raise InvalidRequest(f"form field {name!r} must be text")
+        # the same limits as a JSON body: lengths, attribute keys and values, the url's scheme
+        fields = validate_model(
+            ProductFields,
+            {
+                **{name: value or None for name, value in texts.items()},
+                "attributes": form_json_object(form, "attributes"),
+            },
+        )
         return SourceProduct(
             product_id,
             images,
-            title=texts["title"] or None,
-            category=texts["category"] or None,
-            attributes=form_json_object(form, "attributes"),
-            url=texts["url"] or None,
+            title=fields.title,
+            category=fields.category,
+            attributes=dict(fields.attributes),
+            url=fields.url,
             image_uris=uris,
         )
     raise unsupported_media(request, [JSON, MULTIPART])
@@ -196,8 +206,8 @@ async def put_product(
     if any image cannot be used nothing changes and the error names it. Writes to one product
     are applied one at a time. Answers 201 when the product is new, 200 when it was updated."""
     product = await _read_upsert(request, product_id, service.settings.max_upload_bytes)
-    async with service.product_locks.hold(product_id):
-        report = await service.inference.run(_index, service, product)
+    async with service.product_locks.hold(product_id) as held:
+        report = await service.inference.run(_index, service, product, holding=held)
         if report.products_failed or not report.products_indexed:
             failure = (
                 report.failures[0]
@@ -214,6 +224,6 @@ async def put_product(
 @router.delete("/{product_id}", status_code=204, responses=ERRORS, summary="Delete a product")
 async def delete_product(product_id: ProductId, service: ServiceDep, _: WriteKeyDep) -> Response:
     """Delete the product; its images go too unless another product uses them."""
-    async with service.product_locks.hold(product_id):
-        await service.inference.run(service.catalog.delete, product_id)
+    async with service.product_locks.hold(product_id) as held:
+        await service.inference.run(service.catalog.delete, product_id, holding=held)
     return Response(status_code=204)

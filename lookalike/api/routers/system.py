@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import PurePath
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -22,9 +23,10 @@ WARM_UP_WAIT_S = 5.0  # how long /readyz waits for a warm-up in progress before 
 
 
 def redact_db_url(url: str) -> str:
-    """Drop the password (and user) from a database URL; file paths pass through."""
+    """Drop the password (and user) from a database URL; of a file path only its name is shown
+    (where the server keeps its files is nobody's business)."""
     if "://" not in url:
-        return url
+        return PurePath(url).name
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
