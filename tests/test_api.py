@@ -718,9 +718,20 @@ def test_multipart_fields_have_the_json_bodys_limits(client, fmnist_test):
     assert r.status_code == 201 and r.json()["url"] == "https://shop.example/p/1"
 
 
-def test_a_product_id_cannot_end_with_a_space(small_client, fmnist_test):
+def test_product_ids_from_file_names_are_reachable_but_not_ids_ending_with_a_space(small_client, fmnist_test):
+    from urllib.parse import quote
+
     b64 = base64.b64encode(photo_bytes(fmnist_test[0][7102])).decode()
     r = small_client.put("/v1/products/sku1%20", json={"images_base64": [b64]})
     assert_error(r, 422, "invalid_request")
     assert_error(small_client.get("/v1/products/fmnist-test-1%20"), 422, "invalid_request")
     assert small_client.get("/v1/products/fmnist-test-1").status_code == 200
+    for product_id in ("photo (1)", "sac#2", "50% off", "O'Neill [red]"):
+        path = "/v1/products/" + quote(product_id, safe="")
+        r = small_client.put(path, json={"images_base64": [b64]})
+        assert r.status_code == 201, (product_id, r.text)
+        assert small_client.get(path).json()["product_id"] == product_id
+        assert small_client.get(path + "/similar", params={"k": 1}).status_code == 200
+        assert small_client.delete(path).status_code == 204
+    for bad in ("a\\b", 'a"b', "<b>", "(1) photo"):
+        assert_error(small_client.get("/v1/products/" + quote(bad, safe="")), 422, "invalid_request")
