@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.config import Settings, get_settings
-from lookalike.embedders import Embedder, load_embedder
+from lookalike.embedders import Embedder, canonical_model_name, load_embedder
 from lookalike.errors import (
     ImageError,
     ImagesGone,
@@ -211,12 +211,17 @@ class Catalog:
         """The model the catalog was indexed with (searches use it unless told otherwise)."""
         if self._model is None:  # set once, by the first index run; cached from then on
             self._model = self.store.get_meta("model")
-        return self._model or self.settings.model
+        return self._model or canonical_model_name(self.settings.model)
+
+    def _name(self, model: str | None) -> str:
+        """A model name as the catalog records it (relative paths made absolute); None: the
+        catalog's model."""
+        return canonical_model_name(model) if model else self.model
 
     def embedder(self, model: str | None = None, *, record: bool = False) -> Embedder:
         """The embedder for ``model``. A catalog remembers the weights (fingerprint) each model was
         indexed with and refuses to mix in vectors from other weights under the same name."""
-        model = model or self.model
+        model = self._name(model)
         embedder = load_embedder(model)
         if model in self._fingerprint_checked and not record:
             return embedder
@@ -234,7 +239,7 @@ class Catalog:
 
     def warm(self, model: str | None = None) -> None:
         """Load the model and build the in-memory search index now, not on the first search."""
-        model = model or self.model
+        model = self._name(model)
         self.embedder(model)
         if self.store.models().get(model):
             self._view(model)
@@ -258,7 +263,7 @@ class Catalog:
 
             source = ListSource(source)
         src = open_source(source, limit=limit)
-        model = model or self.store.get_meta("model") or self.settings.model
+        model = self._name(model)
         embedder = self.embedder(model, record=True)
         if self.store.get_meta("model") is None:
             self.store.set_meta("model", model)
@@ -287,7 +292,7 @@ class Catalog:
         self, products: list[SourceProduct], model: str | None = None, *, replace_images: bool = False
     ) -> IndexReport:
         """Index a few products now (one transaction), e.g. from an API call."""
-        model = model or self.model
+        model = self._name(model)
         if self.store.get_meta("model") is None:
             self.store.set_meta("model", model)
         return self._index_batch(
@@ -491,7 +496,7 @@ class Catalog:
         10× the search time for N=100 (``bench/bench_rerank.py``). ``verifier``: "default",
         "none" (alignment only) or a checkpoint path; None takes the ``verifier`` setting.
         """
-        model = model or self.model
+        model = self._name(model)
         if not rerank:
             return self.search_vector(self.embed_query(query, model), k=k, filters=filters, model=model)
         image = self._query_image(query)
@@ -524,7 +529,7 @@ class Catalog:
             verifier=None if verifier == "none" else verifier,
             verifier_precision=self.settings.verifier_precision,
         )
-        model = model or self.model
+        model = self._name(model)
         vectors, boxes = self.embedder(model).embed_and_locate([image])
         hits = self.search_vector(vectors[0], k=max(k, reranker.reach), filters=filters, model=model)
         a = min(reranker.reach, len(hits))
@@ -553,7 +558,7 @@ class Catalog:
     ) -> list[Hit]:
         if not 1 <= k <= 1000:
             raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
-        model = model or self.model
+        model = self._name(model)
         view = self._view(model)
         if len(view.index) == 0:
             return []
@@ -606,7 +611,7 @@ class Catalog:
 
     def product_vector(self, product_id: str, model: str | None = None) -> np.ndarray:
         """A product's vector: the normalised mean of its images' vectors."""
-        model = model or self.model
+        model = self._name(model)
         product = self.get_product(product_id)
         vecs = self.store.vectors_for_images(product.image_ids, model)
         if not vecs:
@@ -623,7 +628,7 @@ class Catalog:
 
     def product_vectors(self, model: str | None = None) -> tuple[list[str], np.ndarray]:
         """(product ids, one L2-normalised vector per product) for every product with vectors."""
-        model = model or self.model
+        model = self._name(model)
         ids, vecs = self.store.load_vectors(model)
         pks, image_ids = self.store.load_links()
         if len(ids) == 0:
@@ -698,7 +703,7 @@ class Catalog:
             raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
         if samples < 1:
             raise InvalidRequest(f"samples must be at least 1, got {samples}")
-        model = model or self.model
+        model = self._name(model)
         index = self._view(model).index
         ids, vecs = self.store.load_vectors(model)
         if len(ids) < 2:

@@ -291,3 +291,26 @@ def test_attributes_that_cannot_be_stored_are_dropped_and_reported(db_url, fmnis
     # the catalog's attribute filters keep working
     assert [h.product_id for h in cat.search(images[30], k=1, filters={"brand": "Acme"})] == ["p"]
     cat.close()
+
+
+def test_a_model_named_by_a_relative_path_is_recorded_absolute(tmp_path, fmnist_test, monkeypatch):
+    """Indexed as trained:models/m.pt in one directory, the catalog searches from any other, and
+    ./models/m.pt or the absolute path name the same model."""
+    import shutil
+
+    from lookalike.embedders import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("no shipped default model")
+    (tmp_path / "shop" / "models").mkdir(parents=True)
+    shutil.copy(default_model_path(), tmp_path / "shop" / "models" / "m.pt")
+    monkeypatch.chdir(tmp_path / "shop")
+    with Catalog.open(tmp_path / "c.db") as cat:
+        cat.index("fashion-mnist:test", model="trained:models/m.pt", limit=30, progress=False)
+    absolute = f"trained:{tmp_path / 'shop' / 'models' / 'm.pt'}"
+    monkeypatch.chdir(tmp_path)  # elsewhere: models/m.pt does not exist here
+    images, _ = fmnist_test
+    with Catalog.open(tmp_path / "c.db") as cat:
+        assert cat.model == absolute and list(cat.store.models()) == [absolute]
+        assert cat.search(images[3], k=1)[0].product_id == "fmnist-test-3"
+        assert cat.search(images[3], k=1, model="trained:./shop/models/m.pt")[0].product_id == "fmnist-test-3"

@@ -15,7 +15,14 @@ from pathlib import Path
 from lookalike.embedders.base import Embedder, l2_normalise
 from lookalike.errors import ModelError
 
-__all__ = ["Embedder", "l2_normalise", "load_embedder", "default_model_path", "ALIASES"]
+__all__ = [
+    "Embedder",
+    "l2_normalise",
+    "load_embedder",
+    "canonical_model_name",
+    "default_model_path",
+    "ALIASES",
+]
 
 #: the shipped default model (see BENCHMARKS.md for the command that trains it)
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "default.pt"
@@ -34,6 +41,21 @@ def resolve_name(name: str) -> str:
     if name == "default" and not DEFAULT_CHECKPOINT.exists():
         return "pixels"
     return ALIASES.get(name, name)
+
+
+def canonical_model_name(name: str) -> str:
+    """``name`` with a relative file path in it made absolute (``trained:runs/m.pt`` ->
+    ``trained:/home/me/runs/m.pt``, also after ``@`` as in ``torchvision:resnet50@weights.pth``), so
+    that a catalog records a name that loads from any directory and two spellings of one file are
+    one model. Names without an existing relative file pass through unchanged."""
+    family, sep, arg = name.partition(":")
+    if not sep or not arg:
+        return name
+    head, at, tail = arg.rpartition("@")
+    path = Path(tail).expanduser()
+    if path.is_absolute() or not path.is_file():
+        return name
+    return f"{family}:{head}{at}{path.resolve()}"
 
 
 def _fingerprint(full_name: str, arg: str) -> str:

@@ -42,7 +42,7 @@ def submit_index_job(
     settings: Settings | None = None,
 ) -> dict:
     """Create an index job and queue its batches; returns the job (``id``, ``state``, counts ...)."""
-    from lookalike.embedders import load_embedder
+    from lookalike.embedders import canonical_model_name, load_embedder
     from lookalike.jobs.runner import catalog_for, normalise_db, normalise_source
     from lookalike.sources import open_source
 
@@ -55,7 +55,7 @@ def submit_index_job(
     except TypeError:
         total = sum(1 for _ in src)
     cat = catalog_for(db)
-    model = model or cat.store.get_meta("model") or settings.model
+    model = canonical_model_name(model or cat.store.get_meta("model") or settings.model)
     load_embedder(model)  # an unknown model fails here too
     if cat.store.get_meta("model") is None:
         cat.store.set_meta("model", model)
