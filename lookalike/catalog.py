@@ -26,6 +26,7 @@ from PIL import Image
 from lookalike.config import Settings, get_settings
 from lookalike.embedders import Embedder, canonical_model_name, load_embedder
 from lookalike.errors import (
+    CatalogNotFound,
     ImageError,
     ImagesGone,
     InvalidRequest,
@@ -192,9 +193,20 @@ class Catalog:
         self._ann: dict = {}
 
     @classmethod
-    def open(cls, path_or_url: str | Path | None = None, *, settings: Settings | None = None) -> Catalog:
+    def open(
+        cls, path_or_url: str | Path | None = None, *, settings: Settings | None = None, create: bool = True
+    ) -> Catalog:
+        """Open (or, with ``create``, create) the catalog at a SQLite path or a PostgreSQL URL.
+
+        ``create=False`` raises :class:`CatalogNotFound` for a SQLite file that does not exist,
+        for callers that only read."""
         settings = settings or get_settings()
-        return cls(open_store(path_or_url or settings.default_db()), settings=settings)
+        target = str(path_or_url or settings.default_db())
+        if not create and not target.startswith(("postgresql://", "postgres://")):
+            path = target.removeprefix("sqlite:///")
+            if not Path(path).is_file():
+                raise CatalogNotFound(path)
+        return cls(open_store(target), settings=settings)
 
     def close(self) -> None:
         self.store.close()

@@ -63,6 +63,18 @@ class ImageNotFound(NotFoundError):
         super().__init__(f"image {image_id!r} not found")
 
 
+class CatalogNotFound(NotFoundError):
+    """A command that only reads was pointed at a SQLite catalog that does not exist (a typo in
+    ``--db`` must not create an empty catalog and report "no matches")."""
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(
+            f"no catalog at {path}: index into it first (lookalike index SOURCE --db {path}), "
+            "or check --db / LOOKALIKE_DB"
+        )
+
+
 class ModelError(LookalikeError):
     """Unknown embedder name, unreadable checkpoint, or a model used for something it cannot do."""
 

@@ -314,3 +314,16 @@ def test_a_model_named_by_a_relative_path_is_recorded_absolute(tmp_path, fmnist_
         assert cat.model == absolute and list(cat.store.models()) == [absolute]
         assert cat.search(images[3], k=1)[0].product_id == "fmnist-test-3"
         assert cat.search(images[3], k=1, model="trained:./shop/models/m.pt")[0].product_id == "fmnist-test-3"
+
+
+def test_opening_a_missing_catalog_to_read_is_an_error_and_creates_nothing(tmp_path):
+    from lookalike.errors import CatalogNotFound
+
+    missing = tmp_path / "typo" / "catalgo.db"
+    with pytest.raises(CatalogNotFound, match="no catalog at .*catalgo.db"):
+        Catalog.open(missing, create=False)
+    assert not missing.exists() and not missing.parent.exists()
+    with Catalog.open(tmp_path / "c.db") as cat:  # creating stays the default
+        assert cat.stats()["products"] == 0
+    with Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", create=False) as cat:
+        assert cat.stats()["products"] == 0
