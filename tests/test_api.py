@@ -735,3 +735,20 @@ def test_product_ids_from_file_names_are_reachable_but_not_ids_ending_with_a_spa
         assert small_client.delete(path).status_code == 204
     for bad in ("a\\b", 'a"b', "<b>", "(1) photo"):
         assert_error(small_client.get("/v1/products/" + quote(bad, safe="")), 422, "invalid_request")
+
+
+def test_keyless_development_writes_refuse_a_domain_name_host(small_client, fmnist_test):
+    """DNS rebinding: a page on evil.example re-points its name at 127.0.0.1 and writes through the
+    developer's browser. Without an API key, writes need the server named by IP or a local name."""
+    body = {"images_base64": [base64.b64encode(photo_bytes(fmnist_test[0][8001])).decode()]}
+    for host in ("evil.example", "evil.example:8000", "rebind.attacker.example."):
+        r = small_client.put("/v1/products/sku-rebind", json=body, headers={"host": host})
+        assert "LOOKALIKE_API_KEY" in assert_error(r, 403, "writes_disabled")["message"], host
+        assert_error(
+            small_client.delete("/v1/products/fmnist-test-1", headers={"host": host}), 403, "writes_disabled"
+        )
+    assert small_client.get("/v1/products/sku-rebind").status_code == 404
+    assert small_client.get("/v1/products/fmnist-test-1", headers={"host": "evil.example"}).status_code == 200
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "api:8000", "shop.localhost"):
+        r = small_client.put("/v1/products/sku-rebind", json=body, headers={"host": host})
+        assert r.status_code in (200, 201), (host, r.text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -55,13 +56,39 @@ def _check_key(settings: Settings, given: str | None) -> None:
         raise APIError(403, "invalid_api_key", f"the {API_KEY_HEADER} header does not match the server's key")
 
 
-def require_write_key(settings: SettingsDep, key: APIKeyDep) -> None:
-    """Writes need the API key when one is configured; outside development they need one configured."""
+def _local_host(request: Request) -> bool:
+    """The request names the server by an IP address, localhost or a one-label name (``api``, as
+    containers call each other), not by a domain name that someone else's DNS answers for."""
+    host = request.headers.get("host", "").strip().lower().rstrip(".")
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]", 1)[0]
+    if name and ("." not in name or name.endswith(".localhost")):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def require_write_key(request: Request, settings: SettingsDep, key: APIKeyDep) -> None:
+    """Writes need the API key when one is configured; outside development they need one configured.
+
+    Development without a key takes writes only from requests that name the server by IP address,
+    localhost or a one-label host name: a web page on another site could otherwise point its own
+    domain name at 127.0.0.1 (DNS rebinding) and write to a developer's local server through the
+    browser."""
     if settings.api_key:
         _check_key(settings, key)
     elif settings.environment != "development":
         raise APIError(
             403, "writes_disabled", "writes are disabled: set LOOKALIKE_API_KEY on the server to enable them"
+        )
+    elif not _local_host(request):
+        raise APIError(
+            403,
+            "writes_disabled",
+            f"without an API key, writes are taken only at an IP address or localhost, not at host "
+            f"{request.headers.get('host', '')[:100]!r}: set LOOKALIKE_API_KEY on the server",
         )
 
 

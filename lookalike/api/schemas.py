@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-#: product ids: 1-128 letters/digits (any script), space and . _ : @ + = ~ - ( ) [ ] # & , ! ' %
-#: (what file names hold: "photo (1)", "sac#2"); no slash, backslash, double quote, < > or control
+#: product ids: 1-128 letters/digits (any script), space and . _ : @ + = ~ - ( ) [ ] # & , ' %
+#: (what file names hold: "photo (1)", "sac#2"); no slash, backslash, double quote, ! < > or control
 #: characters; starting with a letter or digit, not ending with a space ("sku1 " is no second "sku1")
-PRODUCT_ID_PATTERN = r"^\w(?:[\w.:@+=~ ()\[\]#&,!'%-]{0,126}[\w.:@+=~()\[\]#&,!'%-])?$"
+PRODUCT_ID_PATTERN = r"^\w(?:[\w.:@+=~ ()\[\]#&,'%-]{0,126}[\w.:@+=~()\[\]#&,'%-])?$"
 MAX_K = 100
 MAX_IMAGES_PER_PRODUCT = 10
 MAX_FILTERS = 8
