@@ -59,6 +59,28 @@ def test_index_job_in_process_through_the_api(tmp_path):
             assert model in message and "pixels" in message and "cannot be read" not in message
 
 
+def test_in_process_jobs_run_one_at_a_time_in_order(tmp_path):
+    """Without Redis, background jobs share one thread: a second job waits for the first instead of
+    running beside it (a client submitting many jobs cannot start a thread for each)."""
+    db = str(tmp_path / "c.db")
+    with TestClient(create_app(Settings(api_key=KEY), db=db), raise_server_exceptions=False) as client:
+        ids = []
+        for offset_limit in (120, 40, 40):
+            body = {
+                "source": "fashion-mnist:test",
+                "model": "pixels",
+                "limit": offset_limit,
+                "batch_products": 20,
+            }
+            r = client.post("/v1/index-jobs", json=body, headers={"X-API-Key": KEY})
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+        jobs = [_poll(client, job_id) for job_id in ids]
+    assert [j["state"] for j in jobs] == ["succeeded"] * 3
+    for before, after in zip(jobs, jobs[1:], strict=False):
+        assert after["started_at"] >= before["finished_at"], (before, after)
+
+
 def test_index_job_through_the_api_runs_on_celery_workers(db_url, workers):
     workers.start(1)
     settings = Settings(api_key=KEY, redis_url=workers.redis_url)

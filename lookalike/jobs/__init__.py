@@ -5,13 +5,15 @@
 
 With ``LOOKALIKE_REDIS_URL`` set, each batch is a Celery task run by `lookalike worker` processes
 (any number, on any machines that reach the database and the source). Without it, the job runs
-in-process: to completion before returning, or in a background thread with ``background=True``.
+in-process: to completion before returning, or with ``background=True`` queued for the process's
+one background thread, which runs such jobs one at a time.
 The job's state lives in the catalog database either way.
 """
 
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 
@@ -67,9 +69,7 @@ def submit_index_job(
     if settings.redis_url:
         _enqueue(settings.redis_url, db, job_id, n_batches, jobs)
     elif background:
-        threading.Thread(
-            target=run_inline, args=(db, job_id, n_batches), daemon=True, name=f"index-job-{job_id}"
-        ).start()
+        _background_jobs().put((db, job_id, n_batches))
     else:
         run_inline(db, job_id, n_batches)
     return jobs.get(job_id)
@@ -95,6 +95,37 @@ def _enqueue(redis_url: str, db: str, job_id: str, n_batches: int, jobs: JobTabl
     except OperationalError as exc:
         jobs.fail_job(job_id, f"could not queue the job: {exc}")
         raise BrokerError(f"Redis at {redis_url} is unreachable: {exc}") from None
+
+
+_queue: queue.Queue | None = None
+_queue_lock = threading.Lock()
+
+
+def _background_jobs() -> queue.Queue:
+    """The in-process job queue: one daemon thread runs background jobs one at a time, in the order
+    they came (a server submitting many jobs does not start a thread for each)."""
+    global _queue
+    with _queue_lock:
+        if _queue is None:
+            _queue = queue.Queue()
+            threading.Thread(
+                target=_run_queued, args=(_queue,), daemon=True, name="lookalike-index-jobs"
+            ).start()
+        return _queue
+
+
+def _run_queued(jobs: queue.Queue) -> None:
+    while True:
+        db, job_id, n_batches = jobs.get()
+        try:
+            run_inline(db, job_id, n_batches)
+        except Exception as exc:  # noqa: BLE001 - the job table says why; the queue goes on
+            try:
+                from lookalike.jobs.runner import catalog_for
+
+                JobTable(catalog_for(db).store).fail_job(job_id, f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the database itself is gone
+                pass
 
 
 def run_inline(db: str, job_id: str, n_batches: int) -> None:
