@@ -324,6 +324,7 @@ INVALID_SEARCHES = [
     {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"k": "abc"}},
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"k": "0"}},
+    {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"k": "\u0663"}},  # an Arabic-Indic 3
     {"files": {"photo": ("a.png", b"x", "image/png")}},
     {"json": {"product_id": "fmnist-test-1", "model": "trained:/etc/passwd"}},  # only the catalog's models
     {"files": {"image": ("a.png", b"x", "image/png")}, "data": {"rerank": "501"}},

@@ -21,6 +21,7 @@ M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
 _FILTER_KEY = re.compile(r"^[\w][\w .-]{0,63}$")
+_ASCII_INT = re.compile(r"^[+-]?[0-9]+$")
 
 
 def media_type(request: Request) -> str:
@@ -133,6 +134,8 @@ def parse_k(
     """A form field holding a count (``k``, ``rerank``): an integer in ``low..max_k``."""
     if value is None or value == "":
         return default
+    if isinstance(value, bool) or (isinstance(value, str) and not _ASCII_INT.match(value.strip())):
+        raise InvalidRequest(f"{name} must be an integer, got {value!r}")  # not True, not "٣"
     try:
         k = int(value)
     except (TypeError, ValueError):
