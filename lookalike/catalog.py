@@ -267,9 +267,15 @@ class Catalog:
         report_path: str | Path | None = None,
         progress: bool | None = None,
         on_batch: Callable[[IndexReport], None] | None = None,
+        replace_images: bool = False,
     ) -> IndexReport:
         """Index every product of a source. Bad images are skipped and reported; each batch of
-        whole products is one transaction; unchanged images (same sha256) are not embedded again."""
+        whole products is one transaction; unchanged images (same sha256) are not embedded again.
+
+        By default indexing adds: a product keeps the images it had and gains those the source
+        lists. ``replace_images``: each product's images become exactly those the source lists now
+        (a photo replaced in a folder replaces the stored one; images no product uses any more are
+        deleted); a product with an image that cannot be read keeps its stored images."""
         if not isinstance(source, str | Path | Source):
             from lookalike.sources import ListSource
 
@@ -288,7 +294,7 @@ class Catalog:
         batch_images = batch_size or self.settings.batch_size
         with progress_bar(f"indexing {src.name}", total=total, enabled=progress is not False) as advance:
             for batch in _batches(src, batch_images):
-                part = self._index_batch(batch, embedder, model)
+                part = self._index_batch(batch, embedder, model, replace_images=replace_images)
                 report.add(part)
                 advance(len(batch), failed=report.products_failed)
                 if on_batch is not None:

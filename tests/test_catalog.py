@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -327,3 +328,24 @@ def test_opening_a_missing_catalog_to_read_is_an_error_and_creates_nothing(tmp_p
         assert cat.stats()["products"] == 0
     with Catalog.open(f"sqlite:///{tmp_path / 'c.db'}", create=False) as cat:
         assert cat.stats()["products"] == 0
+
+
+def test_reindexing_a_folder_adds_by_default_and_replaces_when_asked(tmp_path, fmnist_test):
+    images, _ = fmnist_test
+    shop = tmp_path / "shop" / "Bag"
+    shop.mkdir(parents=True)
+    photo = shop / "p.png"
+    Image.fromarray(images[40]).save(photo)
+    Image.fromarray(images[41]).save(shop / "q.png")
+    with Catalog.open(tmp_path / "c.db") as cat:
+        cat.index(tmp_path / "shop", model="pixels", progress=False)
+        Image.fromarray(images[42]).save(photo)  # the shop replaced the photo of p
+        cat.index(tmp_path / "shop", model="pixels", progress=False)
+        assert len(cat.get_product("p").image_ids) == 2  # added beside the old one
+        report = cat.index(tmp_path / "shop", model="pixels", progress=False, replace_images=True)
+        assert report.products_indexed == 2 and report.images_embedded == 0
+        (image_id,) = cat.get_product("p").image_ids
+        assert cat.store.get_image(image_id).sha256 == hashlib.sha256(photo.read_bytes()).hexdigest()
+        s = cat.stats()
+        assert (s["products"], s["images"], s["links"], s["embeddings"]) == (2, 2, 2, 2)  # the old photo went
+        assert cat.search(images[42], k=1)[0].product_id == "p"
