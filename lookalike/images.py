@@ -243,17 +243,31 @@ def _normalise(img: Image.Image, *, item: str, settings: Settings, shrink: bool 
         if img.size != decoded:  # turned a quarter: the original's sides swap too
             width, height = height, width
         try:
+            if shrink and max(img.size) > side:  # shrink first: the conversions then work on less
+                img = _shrink(img, side)
             rgb = to_rgb(img)
             rgb.load()
         except Exception as e:
             raise ImageError(
                 item, f"cannot convert image mode {img.mode} to RGB ({_describe(e)})", kind="invalid"
             ) from None
-        if shrink and max(rgb.size) > side:  # our own decoded image: resized in place
-            rgb.thumbnail((side, side), Image.Resampling.LANCZOS)
     if rgb.size != (width, height):
         rgb.info[ORIGINAL_SIZE] = (width, height)  # as seen, after EXIF orientation
     return rgb
+
+
+def _shrink(img: Image.Image, side: int) -> Image.Image:
+    """``img`` with its long side ``side``, in a mode that keeps what to_rgb needs (alpha, grey)."""
+    if img.mode.startswith("I") or img.mode == "F":
+        img = Image.fromarray(_to_uint8(img), "L")
+    elif img.mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGBA" if img.mode in ("P", "PA") and _has_alpha(img) else "RGB")
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)  # alpha is premultiplied while resizing
+    return img
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode == "PA" or "transparency" in img.info
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -136,6 +136,23 @@ def test_huge_images_are_shrunk_after_decoding_and_keep_their_size(fmt):
     assert small.image.size == (90, 50) and (small.width, small.height) == (90, 50)
 
 
+def test_shrinking_keeps_alpha_on_white_and_rescales_16_bit():
+    settings = Settings(max_image_side=50)
+    rgba = np.zeros((100, 300, 4), np.uint8)
+    rgba[:, :150] = (0, 0, 255, 255)  # opaque blue left, fully transparent red right
+    rgba[:, 150:] = (255, 0, 0, 0)
+    shrunk = load_image(encode(Image.fromarray(rgba), "PNG"), settings=settings).image
+    assert shrunk.size == (50, 17)
+    assert close(shrunk.getpixel((5, 8)), BLUE, 2) and shrunk.getpixel((45, 8)) == (255, 255, 255)
+    palette = Image.fromarray(rgba[:, :, :3]).convert("P")
+    palette.info["transparency"] = palette.getpixel((200, 50))
+    shrunk = load_image(encode(palette, "PNG"), settings=settings).image
+    assert close(shrunk.getpixel((5, 8)), BLUE, 2) and shrunk.getpixel((45, 8)) == (255, 255, 255)
+    ramp = np.tile(np.linspace(0, 65535, 300).astype(np.uint16), (100, 1))
+    row = np.asarray(load_image(encode(Image.fromarray(ramp), "PNG"), settings=settings).image)[8, :, 0]
+    assert row[0] <= 3 and row[-1] >= 252 and np.all(np.diff(row.astype(int)) >= 0)
+
+
 def test_shrunk_exif_rotated_jpeg_keeps_its_displayed_size(corpus):
     loaded = load_image(corpus["exif_rotated.jpg"].path, settings=Settings(max_image_side=10))
     assert loaded.image.size == (5, 10) and (loaded.width, loaded.height) == (20, 40)
