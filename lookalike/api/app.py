@@ -36,11 +36,16 @@ Visual search over a product catalog: send a photo (upload, URL or base64) or a 
 the products that look most like it.
 
 * **Reads** (search, products, images, stats) are open unless the server sets `LOOKALIKE_PROTECT_READS=1`.
-* **Writes** (`PUT`/`DELETE /v1/products/{id}`) need the `X-API-Key` header when the server has
-  `LOOKALIKE_API_KEY`; outside development a key must be configured for writes to work at all.
+* **Writes** (`PUT`/`DELETE /v1/products/{id}`, `POST /v1/index-jobs`) need the `X-API-Key` header
+  when the server has `LOOKALIKE_API_KEY`; outside development a key must be configured for writes
+  to work at all. In development without a key, writes are taken only at an IP address, `localhost`
+  or a one-label host name (not at a domain name: DNS rebinding).
 * **Errors** are always `{"error": {"code": "...", "message": "..."}}`.
-* **Limits**: uploads up to `LOOKALIKE_MAX_UPLOAD_BYTES` (10 MB), images up to `LOOKALIKE_MAX_IMAGE_PIXELS`,
-  requests up to `LOOKALIKE_REQUEST_TIMEOUT` seconds; image URLs must resolve to public addresses.
+* **Limits**: uploads up to `LOOKALIKE_MAX_UPLOAD_BYTES` (10 MB), images up to `LOOKALIKE_MAX_IMAGE_PIXELS`
+  (images longer than `LOOKALIKE_MAX_IMAGE_SIDE` px are shrunk to it after decoding), requests up to
+  `LOOKALIKE_REQUEST_TIMEOUT` seconds; image URLs must resolve to public addresses, and one
+  `LOOKALIKE_FETCH_TIMEOUT` covers every redirect. A write that times out may still complete; a
+  later write to the same product waits for it.
 """
 
 
