@@ -19,6 +19,8 @@ It loads with ``weights_only=True``: only tensors and plain Python values, never
 from __future__ import annotations
 
 import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -72,12 +74,14 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not path.is_file():
         raise ModelError(f"checkpoint {path} not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"checkpoint {path} cannot be read: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - torch's own text advises weights_only=False: never
+        raise ModelError(f"{path} is not a lookalike checkpoint ({unreadable_reason(path, exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError(f"{path} is not a lookalike checkpoint")
     if payload.get("version", 0) > VERSION:
@@ -89,3 +93,44 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
             k: v.float() if v.dtype == torch.float16 else v for k, v in payload["state_dict"].items()
         }
     return payload
+
+
+def unreadable_reason(path: str | Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a few words. Never suggests loading
+    with ``weights_only=False``: a file that needs it may run code, and lookalike files never do."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return exc.strerror or str(exc)
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as err:
+        return err.strerror or str(err)
+    if not head:
+        return "an empty file"
+    if head == b"PK" and not zipfile.is_zipfile(path):
+        return "a damaged or truncated file"
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip nor a pickle
+        kind = _file_kind(path)
+        return f"not a PyTorch file{f': {kind}' if kind else ''}"
+    text = str(exc)
+    if "inline_container" in text or "PytorchStreamReader" in text:
+        return "a zip archive that PyTorch did not write" if zipfile.is_zipfile(path) else "a damaged file"
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds Python objects ({found.group(1)}), not only weights, and is not loaded"
+    if "weights only load failed" in text.lower() or "weightsunpickler" in text.lower():
+        return "it holds more than tensors and plain values, and is not loaded"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"unreadable: {first[:120]}"
+
+
+def _file_kind(path: Path) -> str | None:
+    """``a JPEG image`` when Pillow recognises the file, else None."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            return f"a {img.format} image"
+    except Exception:  # noqa: BLE001 - anything Pillow cannot open is just "not a PyTorch file"
+        return None

@@ -199,7 +199,9 @@ def load_backbone_weights(backbone: TorchvisionBackbone, path: str, name: str) -
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"weights file {p} cannot be read: {exc}") from None
+        from lookalike.checkpoint import unreadable_reason
+
+        raise ModelError(f"weights file {p} cannot be read ({unreadable_reason(p, exc)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
