@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from PIL import Image
 
 from lookalike.errors import SourceError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+#: files a folder source passes over without a word: operating-system clutter, not catalog content
+IGNORED_FILES = {"thumbs.db", "desktop.ini"}
 RESERVED_COLUMNS = {"product_id", "image", "title", "category", "url"}
 
 
@@ -67,7 +70,14 @@ class ListSource(Source):
 
 
 class FolderSource(Source):
-    """Every image under ``root``: product id = file stem, category = its subfolder (relative path)."""
+    """Every image under ``root``: product id = file stem, category = its subfolder (relative path).
+
+    Several files with one stem in one folder (``a.jpg``, ``a.png``) are one product's images. The
+    same stem in two folders is a conflict: that product gets no images and a problem naming the
+    files, so it is reported as skipped instead of one category's product taking another's photos.
+    Files that are not in a supported image format (``.heic``, ``.txt``, ...) are not products:
+    they are listed in :attr:`skipped` (hidden files and OS clutter such as ``Thumbs.db`` are not).
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -75,28 +85,57 @@ class FolderSource(Source):
         if not self.root.is_dir():
             raise SourceError(f"{self.root}: not a folder")
         self._products: dict[str, SourceProduct] | None = None
+        #: files under ``root`` that were not read because they are not supported images
+        self.skipped: list[str] = []
 
     def _scan(self) -> dict[str, SourceProduct]:
         if self._products is None:
             products: dict[str, SourceProduct] = {}
+            conflicts: dict[str, list[Path]] = {}
+            skipped: list[str] = []
             for path in sorted(self.root.rglob("*")):
-                if not path.is_file() or path.name.startswith("."):
+                if not path.is_file() or path.name.startswith(".") or path.name.lower() in IGNORED_FILES:
                     continue
                 if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    skipped.append(str(path))
                     continue
-                rel = path.parent.relative_to(self.root)
-                category = None if str(rel) == "." else rel.as_posix()
+                category = self._category(path)
                 p = products.setdefault(path.stem, SourceProduct(path.stem, [], category=category))
+                if p.category != category or path.stem in conflicts:
+                    conflicts.setdefault(path.stem, [Path(u) for u in p.image_uris]).append(path)
                 p.images.append(str(path))
                 p.image_uris.append(str(path))
+            for stem, paths in conflicts.items():
+                p = products[stem]
+                shown = ", ".join(
+                    f"{path.relative_to(self.root).as_posix()} ({self._category(path) or 'no category'})"
+                    for path in paths
+                )
+                p.problems.append(
+                    f"product id {stem!r} is the name of files in different folders: {shown}; "
+                    "rename one of them (nothing was indexed for it)"
+                )
+                p.images, p.image_uris = [], []
+            self.skipped = skipped
             self._products = products
         return self._products
+
+    def _category(self, path: Path) -> str | None:
+        rel = path.parent.relative_to(self.root)
+        return None if str(rel) == "." else rel.as_posix()
 
     def __iter__(self) -> Iterator[SourceProduct]:
         return iter(self._scan().values())
 
     def __len__(self) -> int:
         return len(self._scan())
+
+
+def describe_skipped(paths: Sequence[str]) -> str:
+    """``3 files that are not images (.heic 2, .txt 1)``: how many of each kind a source passed over."""
+    counts = Counter(Path(p).suffix.lower() or "no extension" for p in paths)
+    kinds = ", ".join(f"{suffix} {n}" for suffix, n in counts.most_common())
+    return f"{len(paths)} file(s) that are not images in a supported format ({kinds})"
 
 
 def _clean(value: Any) -> Any:

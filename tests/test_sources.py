@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,42 @@ def test_csv_without_required_columns(tmp_path):
     p.write_text("sku,picture\n1,a.jpg\n")
     with pytest.raises(SourceError, match="missing column"):
         list(open_source(p))
+
+
+def test_folder_source_reads_jfif_and_jpe_and_lists_the_files_it_skips(tmp_path, product_photos):
+    import shutil
+
+    from lookalike.sources import describe_skipped
+
+    jpeg = next(product_photos.rglob("*.jpg"))
+    shutil.copy(jpeg, tmp_path / "a.jfif")
+    shutil.copy(jpeg, tmp_path / "b.jpe")
+    for name in ("c.heic", "d.heic", "notes.txt", ".DS_Store", "Thumbs.db"):
+        (tmp_path / name).write_bytes(b"x")
+    src = FolderSource(tmp_path)
+    products = {p.product_id: p for p in src}
+    assert {"a", "b"} <= set(products)
+    assert not {"c", "d", "notes"} & set(products)
+    assert sorted(Path(p).name for p in src.skipped) == ["c.heic", "d.heic", "notes.txt"]
+    assert describe_skipped(src.skipped) == (
+        "3 file(s) that are not images in a supported format (.heic 2, .txt 1)"
+    )
+
+
+def test_one_file_stem_in_two_category_folders_is_a_conflict_not_a_merge(tmp_path, product_photos):
+    import shutil
+
+    jpeg, png = next(product_photos.rglob("*.jpg")), next(product_photos.rglob("*.png"))
+    for folder, src_file, name in (
+        ("Bag", jpeg, "item.jpg"),
+        ("Shoe", png, "item.png"),
+        ("Bag", jpeg, "ok.jpg"),
+    ):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        shutil.copy(src_file, tmp_path / folder / name)
+    shutil.copy(png, tmp_path / "Bag" / "ok.png")  # one stem twice in one folder: two photos of one product
+    products = {p.product_id: p for p in FolderSource(tmp_path)}
+    assert len(products["ok"].images) == 2 and not products["ok"].problems
+    item = products["item"]
+    assert item.images == [] and len(item.problems) == 1
+    assert "Bag/item.jpg (Bag)" in item.problems[0] and "Shoe/item.png (Shoe)" in item.problems[0]
