@@ -208,6 +208,7 @@ def test_cli_trains_then_evaluates(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert ckpt.exists()
+    assert f"use it: lookalike index fashion-mnist --model trained:{ckpt}" in " ".join(r.output.split())
     r = runner.invoke(
         app,
         [
@@ -341,3 +342,45 @@ def test_fine_tuning_starts_from_the_checkpoint_and_refuses_another_network(tmp_
             progress=False,
         )
     assert not (tmp_path / "other" / "state.pt").exists()
+
+
+def test_resuming_with_another_recipe_names_each_option_that_differs(tmp_path):
+    recipe = MetricRecipe(**TINY, steps=4, seed=2)
+    train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False, stop_after=2)
+    changed = MetricRecipe(**(TINY | dict(identities_per_batch=8)), steps=5, seed=2, lr=1e-3)
+    with pytest.raises(LookalikeError, match="another recipe") as info:
+        train_metric(recipe=changed, run_dir=tmp_path / "run", progress=False)
+    message = str(info.value)
+    assert "--identities 16 in that run, 8 now" in message
+    assert "--lr 0.002 in that run, 0.001 now" in message
+    assert "--steps 4 in that run, 5 now" in message
+    assert "--seed" not in message and "--widths" not in message  # only what differs
+
+
+def test_a_run_folder_file_that_is_not_a_torch_file_is_a_short_error(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.pt").write_text("product_id,image\n")
+    with pytest.raises(LookalikeError) as info:
+        train_metric(recipe=MetricRecipe(**TINY, steps=2), run_dir=run, progress=False)
+    assert str(info.value) == (
+        f"{run / 'state.pt'} cannot be read as a training state (not a PyTorch file); use a new --run-dir"
+    )
+
+
+def test_the_localizer_stage_logs_lines_when_there_are_no_progress_bars(tmp_path):
+    """Output that is not a terminal gets no bars (LOOKALIKE_PROGRESS=0 here): the localizer stage,
+    minutes long at the shipped settings, must still say that it runs."""
+    logged: list[str] = []
+    recipe = MetricRecipe(
+        **(TINY | dict(localize=True, aug_size=(48, 96))),
+        steps=1,
+        localizer_views=100,
+        localizer_steps=3,
+        refine=False,
+    )
+    train_metric(recipe=recipe, run_dir=tmp_path / "run", progress=False, log=logged.append, heartbeat=0.02)
+    assert logged[0] == "localizer: rendering 100 street views, then 3 training steps"
+    beats = [line for line in logged if line.startswith("localizer: still training")]
+    assert beats, logged  # the stage takes far longer than 0.02 s
+    assert logged.index(beats[-1]) < next(i for i, line in enumerate(logged) if line.startswith("step 0"))

@@ -211,8 +211,16 @@ def test_train_vae_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "model.pt").is_file() and (out / "epochs.gif").is_file() and (out / "losses.png").is_file()
     assert load_checkpoint(out / "model.pt")["arch"]["model"] == "wae-mmd"
+    assert f"use it: lookalike index fashion-mnist --model vae:{out / 'model.pt'}" in " ".join(
+        result.output.split()
+    )
     bad = CliRunner().invoke(app, ["train", "vae", "--data", str(tmp_path / "nothing"), "--out", str(out)])
     assert bad.exit_code != 0 and "not a folder" in str(bad.exception)
+    test = CliRunner().invoke(
+        app, ["train", "vae", "--data", "fashion-mnist:test", "--out", str(tmp_path / "t")]
+    )
+    assert test.exit_code != 0 and "test split is for evaluation only" in str(test.exception)
+    assert not (tmp_path / "t").exists()  # refused before any work
 
 
 def test_train_on_a_folder_of_colour_photos_at_another_resolution(product_photos, tmp_path):
@@ -229,6 +237,8 @@ def test_train_on_a_folder_of_colour_photos_at_another_resolution(product_photos
          "--threads", "1"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    # the hint names the folder it trained on, not Fashion-MNIST
+    assert f"use it: lookalike index {product_photos} --model vae:" in " ".join(result.output.split())
     payload = load_checkpoint(out / "model.pt", kind="vae")
     assert payload["preprocess"] == {"resolution": 32, "channels": 3, "mode": "RGB", "scale": "0-1"}
     emb = load_embedder(f"vae:{out / 'model.pt'}", cache=False)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import train_app
-from lookalike.cli.options import console
+from lookalike.cli.options import console, index_hint, writable_dir, writable_file
 from lookalike.errors import InvalidRequest
 
 
@@ -89,7 +89,7 @@ def train_metric_cmd(
     ] = 0,
     difficulty: Annotated[float, typer.Option(min=0.0, max=1.0, help="Final street-view difficulty.")] = 1.0,
     val_every: Annotated[int, typer.Option(min=1)] = 500,
-    limit: Annotated[int | None, typer.Option(help="Train on the first N items only.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Train on the first N items only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     localize: Annotated[
         bool,
@@ -191,6 +191,8 @@ def train_metric_cmd(
         command="lookalike " + shlex.join(sys.argv[1:]),
     )
     dev = resolve_device(device)  # a device this machine lacks fails before the data loads
+    writable_dir(run_dir, "--run-dir")  # an unwritable output fails before the training too
+    writable_file(out, "--out")
     train_data = load_train_data(data, street, limit=limit)
     console.print(
         f"training [bold]{backbone}[/] on {len(train_data)} products from {data} ({steps} steps, {dev})"
@@ -202,4 +204,4 @@ def train_metric_cmd(
     shown = ", ".join(f"{k.removeprefix('val_')} {v:.3f}" for k, v in m.items() if k.startswith("val_"))
     console.print(f"[bold green]done[/] in {result.seconds:.0f}s: validation {shown}")
     console.print(f"checkpoint {result.checkpoint}\ncurves {result.curves}")
-    console.print(f"use it: lookalike index fashion-mnist --model trained:{result.checkpoint}")
+    console.print(f"use it: lookalike index {index_hint(data)} --model trained:{result.checkpoint}")

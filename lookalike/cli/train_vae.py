@@ -8,14 +8,14 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import train_app
-from lookalike.cli.options import console
+from lookalike.cli.options import console, index_hint, refuse_test_split, writable_dir
 from lookalike.errors import InvalidRequest
 
 
 @train_app.command("vae")
 def train_vae_cmd(
     data: Annotated[
-        str, typer.Option(help="fashion-mnist[:train|test] or a folder of images.")
+        str, typer.Option(help="fashion-mnist[:train] or a folder of images (the test split is for eval).")
     ] = "fashion-mnist:train",
     out: Annotated[
         Path, typer.Option(help="Output folder: model.pt, epochs.gif, losses.png, history.json.")
@@ -47,7 +47,7 @@ def train_vae_cmd(
     epochs: Annotated[int, typer.Option(min=1)] = 6,
     batch_size: Annotated[int, typer.Option(min=2)] = 256,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 1e-3,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N images.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N images.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
     device: Annotated[
         str | None, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.")
@@ -58,6 +58,7 @@ def train_vae_cmd(
     from lookalike.train.vae import VAETrainConfig, train_vae
     from lookalike.train.vae.data import load_training_images
 
+    refuse_test_split(data)
     try:
         channels = tuple(int(c) for c in conv_channels.split(",") if c.strip())
     except ValueError:
@@ -71,6 +72,7 @@ def train_vae_cmd(
             f"--resolution {resolution} must be a multiple of {2 ** len(channels)} "
             f"for {len(channels)} conv layers"
         )
+    writable_dir(out, "--out")  # before the training, not after it
     in_channels = 3 if rgb else 1
     images, _ = load_training_images(data, channels=in_channels, resolution=resolution, limit=limit)
     config = VAETrainConfig(
@@ -100,4 +102,4 @@ def train_vae_cmd(
         f"active units {m['active_units']}/{latent_dim}"
     )
     console.print(f"checkpoint {result.checkpoint}\nepochs GIF {result.gif}\nloss curves {result.curves}")
-    console.print(f"use it: lookalike index fashion-mnist --model vae:{result.checkpoint}")
+    console.print(f"use it: lookalike index {index_hint(data)} --model vae:{result.checkpoint}")

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import train_app
-from lookalike.cli.options import console
+from lookalike.cli.options import console, index_hint, writable_dir, writable_file
 
 
 @train_app.command("verifier")
@@ -56,6 +56,8 @@ def train_verifier_cmd(
     from lookalike.train.metric.data import load_train_data
     from lookalike.train.metric.verifier import VerifierRecipe, train_verifier
 
+    writable_dir(run_dir, "--run-dir")  # before the training, not after it
+    writable_file(out, "--out")
     train_data = load_train_data(data, limit=limit)
     if val_products is None:
         val_products = min(500, len(train_data) // 10)
@@ -84,4 +86,10 @@ def train_verifier_cmd(
         console.print(f"stopped after {stop_after} steps; the same command goes on from {path}")
         return
     console.print(f"[bold green]done[/] in {metrics['seconds']:.0f}s: {metrics}")
-    console.print(f"use it: lookalike eval -m {embedder} --rerank 100 --verifier {path}")
+    if data.startswith("fashion-mnist"):
+        console.print(f"use it: lookalike eval -m {embedder} --rerank 100 --verifier {path}")
+    else:
+        console.print(
+            f"use it: lookalike index {index_hint(data)} --model {embedder}, then "
+            f"lookalike search PHOTO --model {embedder} --rerank 20 --verifier {path}"
+        )

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from PIL import Image
 from lookalike.devices import module_device, resolve_device
 from lookalike.errors import LookalikeError, ModelError
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
-from lookalike.progress import progress_bar
+from lookalike.progress import progress_bar, progress_enabled
 from lookalike.train.metric.augment import StreetViewAugment
 from lookalike.train.metric.model import POOLS, build_model, preprocess_images
 from lookalike.train.metric.offline_miner import OfflineHardMiner
@@ -519,6 +521,7 @@ def train_metric(
     log: Callable[[str], None] | None = None,
     device: str | None = None,
     workers: int = 0,
+    heartbeat: float = 60.0,
 ) -> TrainResult:
     """Train an embedding and write ``out`` (default ``run_dir/model.pt``), a lookalike checkpoint.
 
@@ -530,6 +533,9 @@ def train_metric(
     processes when ``workers > 0`` (else by one background thread). Neither changes which batches
     a run sees: they are keyed by (seed, step). On a GPU, results are reproducible up to cuDNN's
     floating-point order.
+
+    When stderr is not a terminal (no progress bars), ``log`` gets a line every ``heartbeat``
+    seconds during the localizer stage, whose own loop does not log.
     """
     from lookalike.checkpoint import save_checkpoint
 
@@ -563,13 +569,17 @@ def train_metric(
         if value not in PRECISIONS:
             raise LookalikeError(f"unknown {name} {value!r} (choose from {', '.join(PRECISIONS)})")
     init = _init_checkpoint(r) if r.init else None  # a wrong file fails before the localizer trains
+    state_path = run_dir / "state.pt"
+    state = _resume_state(state_path, r) if state_path.exists() else None  # so does another recipe
     fast = r.precision == "bf16"
     if fast and dev.type == "cpu" and log and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         log("note: this CPU has no native bfloat16; --precision bf16 will be slower than fp32 here")
     tr = _Trainer(data, r, run_dir)
     localizer_extra = None
     if r.localize:
-        tr.localizer, localizer_extra = _localizer_for(tr, run_dir, log, dev, workers)
+        # the localizer draws its own bars on a terminal; elsewhere it is silent for minutes
+        with _heartbeat(None if progress_enabled() else log, "localizer", heartbeat):
+            tr.localizer, localizer_extra = _localizer_for(tr, run_dir, log, dev, workers)
         ref = localizer_extra.get("refiner")
         if ref:
             from lookalike.embedders._localizer import build_localizer
@@ -586,11 +596,7 @@ def train_metric(
     opt = torch.optim.AdamW(groups, lr=r.lr, weight_decay=r.weight_decay)
     step, history, mined = 0, [], None
     elapsed_before = 0.0
-    state_path = run_dir / "state.pt"
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["recipe"] != json.loads(json.dumps(asdict(r) | {"command": ""}, default=list)):
-            raise LookalikeError(f"{state_path} belongs to a run with another recipe; use a new --run-dir")
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if tr.class_proxy is not None:
@@ -684,6 +690,56 @@ def train_metric(
     return TrainResult(out, metrics, history, curves, seconds)
 
 
+#: recipe fields whose command-line option is not ``--`` plus the field name with dashes
+_OPTION_NAMES = {"identities_per_batch": "--identities", "cross_domain": "--cross-domain/--mixed"}
+
+
+def _option(field_name: str) -> str:
+    return _OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def _load_torch_file(path: Path, what: str):
+    """``torch.load`` of one of the run's own files, a short error (never torch's advice) if it fails."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        from lookalike.checkpoint import unreadable_reason
+
+        raise LookalikeError(
+            f"{path} cannot be read as {what} ({unreadable_reason(path, exc)}); use a new --run-dir"
+        ) from None
+
+
+def _resume_state(state_path: Path, r: MetricRecipe) -> dict:
+    """The interrupted run's state, refused (naming each option that differs) for another recipe."""
+    state = _load_torch_file(state_path, "a training state")
+    ours = json.loads(json.dumps(asdict(r) | {"command": ""}, default=list))
+    theirs = state.get("recipe") if isinstance(state, dict) else None
+    if not isinstance(theirs, dict) or "model" not in state:
+        raise LookalikeError(f"{state_path} is not a metric training state; use a new --run-dir")
+    if theirs != ours:
+        diff = "; ".join(
+            f"{_option(k)} {_shown(theirs[k]) if k in theirs else '(not set)'} in that run, "
+            f"{_shown(ours[k]) if k in ours else '(not set)'} now"
+            for k in sorted(set(theirs) | set(ours))
+            if theirs.get(k, _MISSING) != ours.get(k, _MISSING)
+        )
+        raise LookalikeError(
+            f"{state_path} belongs to a run with another recipe: {diff}. A run resumes only with the "
+            "options it started with: rerun with those, or use a new --run-dir"
+        )
+    return state
+
+
+_MISSING = object()
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _init_checkpoint(r: MetricRecipe) -> dict:
     """The checkpoint ``r.init`` names, checked against the run: same network, same preprocessing."""
     from lookalike.checkpoint import load_checkpoint
@@ -725,6 +781,28 @@ def _start_from(tr: _Trainer, model, init: dict, log) -> None:
         log(f"starting from {init['path']}")
 
 
+@contextmanager
+def _heartbeat(log, what: str, every: float) -> Iterator[None]:
+    """``log`` a "still running" line every ``every`` seconds until the block ends (None: silent)."""
+    if log is None or every <= 0:
+        yield
+        return
+    stop = threading.Event()
+    t0 = time.time()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            log(f"{what}: still training ({time.time() - t0:.0f}s so far)")
+
+    thread = threading.Thread(target=beat, name="lookalike-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _localizer_for(
     tr: _Trainer, run_dir: Path, log, device=None, workers: int = 0
 ) -> tuple[torch.nn.Module, dict]:
@@ -754,14 +832,19 @@ def _localizer_for(
     path = run_dir / "localizer.pt"
     trained = False
     if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if not same_recipe(saved.get("recipe") or {}, lr):
+        saved = _load_torch_file(path, "a localizer")
+        if not isinstance(saved, dict) or not same_recipe(saved.get("recipe") or {}, lr):
             raise LookalikeError(
                 f"{path} was trained with other localizer settings than this run's; use a new --run-dir"
             )
         model = build_localizer(saved["arch"], saved["state_dict"])
     else:
         trained = True
+        if log:
+            log(
+                f"localizer: rendering {lr.views} street views, then {lr.steps} training steps"
+                + (" (and as many for its refiner)" if lr.refine else "")
+            )
         model, metrics = train_localizer(
             tr.data.images, tr.train_items, tr.val_items, lr, log=log, device=device
         )
