@@ -122,3 +122,22 @@ def test_eval_cli_on_your_own_photos(tmp_path):
     r = CliRunner().invoke(app, ["eval", "--street", str(tmp_path / "bad.csv"), "--gallery", str(shop)])
     assert r.exit_code != 0
     assert "sku-9" in str(r.exception)
+
+
+def test_evaluate_shows_progress_unless_told_not_to(monkeypatch, capsys):
+    from lookalike.rerank import Reranker
+
+    monkeypatch.setenv("LOOKALIKE_PROGRESS", "1")  # draw bars although stderr is not a terminal
+    gallery = Gallery([_shape(i) for i in range(4)], np.array(["p0", "p1", "p2", "p3"]))
+    queries = QuerySet([_shape(i, 32) for i in range(4)], np.array(["p0", "p1", "p2", "p3"]))
+    evaluate(["pixels"], queries, gallery, ks=(1,), rerank=Reranker(depth=2, verifier=None))
+    err = capsys.readouterr().err
+    for bar in (
+        "pixels: embedding the gallery",
+        "pixels: embedding the queries",
+        "pixels +rerank: re-ranking",
+    ):
+        assert bar in err
+    assert "4/4" in err
+    evaluate(["pixels"], queries, gallery, ks=(1,), rerank=Reranker(depth=2, verifier=None), progress=False)
+    assert capsys.readouterr().err == ""

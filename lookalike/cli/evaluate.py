@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import app
-from lookalike.cli.options import console
+from lookalike.cli.options import console, writable_dir
 from lookalike.errors import InvalidRequest
 
 
@@ -62,6 +62,7 @@ def eval_cmd(
     from lookalike.evaluation.report import markdown_table, write_report
 
     models = model or ["pixels", "default"]
+    writable_dir(out, "--out")  # before minutes of embedding, not after
     if street is not None or gallery is not None:
         if street is None or gallery is None:
             raise InvalidRequest("--street and --gallery go together")
@@ -72,6 +73,10 @@ def eval_cmd(
     else:
         build = street_to_shop if protocol == "street-to-shop" else class_level
         q, g = build(queries, seed, distractors)
+    if queries is not None and len(q) < queries:
+        console.print(
+            f"[yellow]note:[/] --queries {queries}: this protocol has {len(q)} queries; using all of them"
+        )
     console.print(f"{protocol}: {len(q)} queries vs {len(g)} gallery images; models {', '.join(models)}")
     reranker = None
     if rerank:

@@ -11,7 +11,16 @@ import typer
 from rich.table import Table
 
 from lookalike.cli.app import explore_app
-from lookalike.cli.options import DbOption, JsonOption, ModelOption, console, open_catalog
+from lookalike.cli.options import (
+    DbOption,
+    JsonOption,
+    ModelOption,
+    console,
+    err_console,
+    open_catalog,
+    writable_dir,
+    writable_file,
+)
 from lookalike.errors import InvalidRequest
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
@@ -44,6 +53,7 @@ def interpolate(
     from lookalike.explore.interpolate import save_interpolation
 
     methods = ["linear", "spherical"] if method == "both" else [method]
+    writable_dir(out, "--out")  # before the work, not after it
     with open_catalog(db) as cat:
         space = _space(cat, model)
         results = [run(space, a, b, steps=steps, method=m) for m in methods]
@@ -83,6 +93,7 @@ def traverse(
             dim_list = [int(d) for d in dims.split(",") if d.strip()]
         except ValueError:
             raise InvalidRequest(f"--dims {dims!r} is not a comma-separated list of integers") from None
+    writable_dir(out, "--out")  # before the work, not after it
     with open_catalog(db) as cat:
         space = _space(cat, model)
         t = run(space, product_id, dims=dim_list, low=range_[0], high=range_[1], steps=steps, top=top)
@@ -119,6 +130,7 @@ def arithmetic(
     """Latent arithmetic: decode A + B - C and list the nearest real products."""
     from lookalike.explore.arithmetic import latent_arithmetic, save_arithmetic
 
+    writable_dir(out, "--out")  # before the work, not after it
     with open_catalog(db) as cat:
         space = _space(cat, model)
         r = latent_arithmetic(space, expression, k=k)
@@ -146,12 +158,15 @@ def map_(
     from lookalike.explore.maps import catalog_map, save_map_html, save_map_png
 
     methods = ["tsne", "umap"] if method == "both" else [method]
+    writable_dir(out, "--out")  # before the work, not after it
     with open_catalog(db) as cat:
         space = _space(cat, model)
+        space.vectors()  # embeds the catalog first when it has no vectors of this model (with a bar)
         for m in methods:
-            cmap = catalog_map(space, method=m, limit=limit, seed=seed)
-            png = save_map_png(cmap, out / f"map-{m}.png")
-            page = save_map_html(space, cmap, out / f"map-{m}.html")
+            with err_console.status(f"{m}: projecting the product vectors to 2-D, then drawing"):
+                cmap = catalog_map(space, method=m, limit=limit, seed=seed)
+                png = save_map_png(cmap, out / f"map-{m}.png")
+                page = save_map_html(space, cmap, out / f"map-{m}.html")
             console.print(f"{m}: {len(cmap.product_ids)} products → {png}, {page}")
 
 
@@ -177,6 +192,7 @@ def clusters(
         return
     from lookalike.explore.clusters import cluster_catalog, contact_sheets, export_csv
 
+    writable_dir(out, "--out")  # before the work, not after it
     with open_catalog(db) as cat:
         space = _space(cat, model)
         c = cluster_catalog(space, k, seed=seed)
@@ -240,6 +256,7 @@ def impute(
     from lookalike.explore.impute import impute as run
     from lookalike.explore.impute import save_predictions
 
+    writable_file(out, "--out")
     with open_catalog(db) as cat:
         space = _space(cat, model)
         r = run(space, attribute, k=k, holdout=holdout, write=write)

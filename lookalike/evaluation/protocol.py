@@ -18,6 +18,7 @@ from PIL import Image
 from lookalike.embedders import Embedder, load_embedder
 from lookalike.errors import InvalidRequest
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
+from lookalike.progress import progress_bar
 from lookalike.rerank import Reranker
 
 KS = (1, 5, 10, 20)
@@ -149,12 +150,16 @@ def _ap_at_r(ranked_labels: np.ndarray, labels: np.ndarray, r: np.ndarray) -> np
     return ap
 
 
-def _embed(embedder: Embedder, images, n: int, batch: int = 2048) -> np.ndarray:
+def _embed(
+    embedder: Embedder, images, n: int, batch: int = 2048, *, desc: str = "embedding", progress: bool = False
+) -> np.ndarray:
     out = []
-    for s in range(0, n, batch):
-        e = min(n, s + batch)
-        chunk = [images(i) for i in range(s, e)] if callable(images) else list(images[s:e])
-        out.append(embedder.embed_images(chunk, progress=False))
+    with progress_bar(desc, total=n, enabled=progress) as advance:
+        for s in range(0, n, batch):
+            e = min(n, s + batch)
+            chunk = [images(i) for i in range(s, e)] if callable(images) else list(images[s:e])
+            out.append(embedder.embed_images(chunk, progress=False))
+            advance(e - s)
     return np.concatenate(out) if out else np.zeros((0, embedder.dim), np.float32)
 
 
@@ -166,13 +171,18 @@ def evaluate(
     protocol: str = "custom",
     ks: Sequence[int] = KS,
     rerank: Reranker | dict[str, Reranker] | None = None,
+    progress: bool | None = None,
 ) -> EvalResult:
     """Embed queries and gallery with every embedder and score them (clean subset and full set).
 
     With ``rerank``, each embedder is also scored with its first results re-ranked (alignment and
     verifier, :mod:`lookalike.rerank`), reported as ``"<name> +rerank"``; a dict of rerankers is
     reported as ``"<name> +<key>"`` for each.
+
+    Progress bars (gallery, queries, re-ranking) are drawn on an interactive stderr unless
+    ``progress`` is False (see :mod:`lookalike.progress`).
     """
+    bars = progress is not False
     if len(queries) == 0 or len(gallery) == 0:
         raise InvalidRequest("evaluation needs at least one query and one gallery image")
     clean = queries.clean if queries.clean is not None else np.ones(len(queries), dtype=bool)
@@ -181,8 +191,8 @@ def evaluate(
         emb = load_embedder(spec) if isinstance(spec, str) else spec
         name = spec if isinstance(spec, str) else emb.name
         t0 = time.time()
-        g = _embed(emb, gallery.images, len(gallery))
-        q = _embed(emb, queries.image, len(queries))
+        g = _embed(emb, gallery.images, len(gallery), desc=f"{name}: embedding the gallery", progress=bars)
+        q = _embed(emb, queries.image, len(queries), desc=f"{name}: embedding the queries", progress=bars)
         t_embed = time.time() - t0
         res.results[name], res.neighbours[name] = _score_subsets(q, g, queries, gallery, clean, ks)
         res.seconds[name] = {"embed": round(t_embed, 1), "total": round(time.time() - t0, 1)}
@@ -190,8 +200,11 @@ def evaluate(
         for label, reranker in rerankers.items():
             t1 = time.time()
             key = f"{name} +{label}"
-            reorder = _rerank_reorder(reranker, emb, queries, gallery)
-            res.results[key], res.neighbours[key] = _score_subsets(q, g, queries, gallery, clean, ks, reorder)
+            with progress_bar(f"{key}: re-ranking", total=len(queries), enabled=bars) as advance:
+                reorder = _rerank_reorder(reranker, emb, queries, gallery, advance)
+                res.results[key], res.neighbours[key] = _score_subsets(
+                    q, g, queries, gallery, clean, ks, reorder
+                )
             res.seconds[key] = {"rerank": round(time.time() - t1, 1)}
     return res
 
@@ -224,10 +237,13 @@ def _score_subsets(q, g, queries: QuerySet, gallery: Gallery, clean, ks, reorder
     return subsets, top
 
 
-def _rerank_reorder(reranker: Reranker, embedder: Embedder, queries: QuerySet, gallery: Gallery):
+def _rerank_reorder(
+    reranker: Reranker, embedder: Embedder, queries: QuerySet, gallery: Gallery, advance=None
+):
     """A ``reorder`` for :func:`score`: each query's first ``reranker.reach`` results re-ranked
     (alignment and verifier). ``start`` is a query number, or an array of them (the clean subset's
-    rows); a query's new order is kept, so the clean subset reuses the full set's work."""
+    rows); a query's new order is kept, so the clean subset reuses the full set's work.
+    ``advance(n)`` is told of each query re-ranked."""
     done: dict[int, np.ndarray] = {}
 
     def reorder(start, head, sims):
@@ -242,6 +258,8 @@ def _rerank_reorder(reranker: Reranker, embedder: Embedder, queries: QuerySet, g
             for n, i in enumerate(todo):
                 order, _ = reranker.rerank(photos[n], (), sims[i], boxes[n], prepared[inv[n]])
                 done[int(rows[i])] = head[i][order]
+            if advance is not None:
+                advance(len(todo))
         return np.stack([done[int(r)] for r in rows.tolist()])
 
     reorder.depth = reranker.reach
