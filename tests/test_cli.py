@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -89,3 +90,208 @@ def test_every_command_has_help():
     assert not missing, f"commands without help text: {missing}"
     names = {p[0] for p, _ in walk(root) if p}
     assert {"index", "search", "similar", "delete", "stats"} <= names
+
+
+def one_line_error(proc, *needles: str) -> str:
+    """The command failed with one `error: ...` line on stderr (no traceback) holding ``needles``."""
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    err = proc.stderr.strip()
+    assert "Traceback" not in err and err.count("\n") == 0 and err.startswith("error: "), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_bad_limits_are_refused_before_any_work(tmp_path, product_photos):
+    db = tmp_path / "c.db"
+    for args in (
+        ("index", str(product_photos), "--db", str(db), "--limit", "-3"),
+        ("index", str(product_photos), "--db", str(db), "--limit", "0"),
+        ("train", "vae", "--limit", "-3", "--out", str(tmp_path / "vae")),
+        ("train", "metric", "--limit", "-3", "--run-dir", str(tmp_path / "metric")),
+    ):
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--limit" in proc.stderr, args
+    assert not db.exists() and not (tmp_path / "vae").exists()
+
+
+def test_unwritable_outputs_fail_first_with_one_line_naming_the_path(tmp_path, product_photos):
+    db = tmp_path / "c.db"
+    a_file = tmp_path / "a-file.jpg"
+    a_file.write_bytes(b"x")
+    folder = tmp_path / "existing"
+    folder.mkdir()
+    index = ("index", str(product_photos), "--db", str(db), "--model", "pixels")
+    one_line_error(run(*index, "--report", str(folder), check=False), f"--report {folder}", "is a folder")
+    one_line_error(run(*index, "--report", "/proc/x.json", check=False), "/proc/x.json", "No such file")
+    assert not db.exists()  # refused before indexing, not after it
+    for args, needles in (
+        (("eval", "-m", "pixels", "--out", "/proc/ev"), ("--out /proc/ev", "cannot create")),
+        (("train", "vae", "--out", "/proc/vv"), ("--out /proc/vv", "cannot create")),
+        (("train", "metric", "--run-dir", str(a_file)), (f"--run-dir {a_file}", "is a file")),
+        (("train", "verifier", "--run-dir", str(a_file)), (f"--run-dir {a_file}", "is a file")),
+        (("explore", "map", "--db", str(db), "--out", "/proc/zz"), ("--out /proc/zz",)),
+        (("explore", "clusters", "--db", str(db), "--out", str(a_file)), (f"--out {a_file}", "is a file")),
+        (("explore", "impute", "category", "--db", str(db), "--out", str(folder)), ("is a folder",)),
+    ):
+        one_line_error(run(*args, check=False), *needles)
+    env_run = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "stats"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOOKALIKE_DATA_DIR": "/proc/nope", "LOOKALIKE_DB": ""},
+    )
+    one_line_error(env_run, "/proc/nope", "LOOKALIKE_DATA_DIR")
+
+
+def test_an_os_error_during_a_command_is_one_line_naming_the_path(indexed, tmp_path):
+    out = tmp_path / "maps"
+    (out / "map-tsne.png").mkdir(parents=True)  # the picture cannot be written: a folder is in the way
+    proc = run("explore", "map", "--limit", "10", "--db", str(indexed), "--out", str(out), check=False)
+    one_line_error(proc, f"{out / 'map-tsne.png'}: Is a directory")
+    proc = run(
+        "--debug", "explore", "map", "--limit", "10", "--db", str(indexed), "--out", str(out), check=False
+    )
+    assert proc.returncode != 0 and "IsADirectoryError" in proc.stderr
+
+
+def test_index_refuses_an_empty_folder_and_names_what_it_skipped(tmp_path, product_photos):
+    import shutil
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos here")
+    proc = run("index", str(empty), "--db", str(tmp_path / "e.db"), "--model", "pixels", check=False)
+    assert proc.returncode == 1 and "has no products" in proc.stderr
+    assert "skipped 1 file(s)" in " ".join(proc.stderr.split())
+    shop = tmp_path / "shop"
+    for folder in ("Bag", "Shoe"):
+        (shop / folder).mkdir(parents=True)
+    shutil.copy(next(product_photos.rglob("*.jpg")), shop / "Bag" / "item.jpg")
+    shutil.copy(next(product_photos.rglob("*.png")), shop / "Shoe" / "item.png")
+    shutil.copy(next(product_photos.rglob("*.jpg")), shop / "Bag" / "other.jfif")
+    for name in ("a.heic", "b.heic", "list.txt"):
+        (shop / name).write_bytes(b"x")
+    proc = run("index", str(shop), "--db", str(tmp_path / "s.db"), "--model", "pixels")
+    out, err = " ".join(proc.stdout.split()), " ".join(proc.stderr.split())
+    assert "indexed 1/2 products" in out and "1 product(s) skipped" in out
+    assert "skipped 3 file(s) that are not images in a supported format (.heic 2, .txt 1)" in err
+    assert "Bag/item.jpg (Bag), Shoe/item.png (Shoe)" in err
+
+
+def test_index_async_takes_the_batch_size_and_refuses_report(tmp_path, product_photos):
+    db = tmp_path / "j.db"
+    proc = run("index", str(product_photos), "--db", str(db), "--async", "--report", "r.json", check=False)
+    one_line_error(proc, "--report does not go with --async", "lookalike job")
+    out = run(
+        "index", str(product_photos), "--db", str(db), "--model", "pixels", "--async", "--batch-size", "7"
+    )
+    job_id = out.stdout.split()[3]
+    job = json.loads(run("job", job_id, "--db", str(db), "--json").stdout)
+    assert job["batches"]["total"] == 6  # 40 products, 7 a batch
+
+
+def test_files_that_are_not_checkpoints_get_a_short_reason(indexed, product_photos, tmp_path):
+    import torch
+
+    photo = next(product_photos.rglob("*.jpg"))
+    table = tmp_path / "catalog.csv"
+    table.write_text("product_id,image\n")
+    pickled = tmp_path / "module.pt"
+    torch.save({"net": torch.nn.Linear(2, 2)}, pickled)
+    for args, reason in (
+        (("--model", f"trained:{photo}"), "not a PyTorch file: a JPEG image"),
+        (("--model", f"vae:{table}"), "not a PyTorch file"),
+        (("--model", f"trained:{pickled}"), "holds Python objects (torch.nn.modules.linear.Linear)"),
+        (("--rerank", "3", "--verifier", str(photo)), "not a PyTorch file"),
+    ):
+        proc = run("search", str(photo), "--db", str(indexed), *args, check=False)
+        err = one_line_error(proc, "is not a lookalike checkpoint", reason)
+        assert "weights_only" not in err
+
+
+def test_search_options(indexed, product_photos):
+    photo = str(next(product_photos.rglob("*.jpg")))
+    proc = run("search", photo, "--db", str(indexed), "--verifier", "none", check=False)
+    one_line_error(proc, "--verifier", "--rerank")
+    help_text = subprocess.run(
+        [sys.executable, "-m", "lookalike", "search", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},
+    ).stdout
+    assert "[default: the LOOKALIKE_VERIFIER setting, else 'default']" in help_text
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_setting_error_points_at_the_setting(indexed, product_photos):
+    photo = str(next(product_photos.rglob("*.jpg")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "search", photo, "--db", str(indexed), "--model", "default"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LOOKALIKE_DEVICE": "cuda"},
+    )
+    err = one_line_error(proc, "set LOOKALIKE_DEVICE=cpu or auto")
+    assert "--device" not in err
+
+
+def test_serve_checks_its_settings_before_saying_it_serves(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "serve", "--db", str(tmp_path / "s.db"), "--port", "8765"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LOOKALIKE_VERIFIER": str(tmp_path / "missing.pt")},
+    )
+    one_line_error(proc, "LOOKALIKE_VERIFIER")
+    assert "serving" not in proc.stdout
+
+
+def test_eval_says_when_it_has_fewer_queries_than_asked(tmp_path):
+    proc = run(
+        "eval",
+        "-m",
+        "pixels",
+        "--protocol",
+        "class-level",
+        "--queries",
+        "20000",
+        "--distractors",
+        "20",
+        "--out",
+        str(tmp_path / "ev"),
+    )
+    assert "--queries 20000: this protocol has 10000 queries; using all of them" in " ".join(
+        proc.stdout.split()
+    )
+
+
+def test_a_mistyped_db_is_an_error_and_creates_nothing(indexed, product_photos, tmp_path):
+    typo = tmp_path / "typo" / "cli.db"
+    photo = str(next(product_photos.rglob("*.png")))
+    for args in (
+        ("search", photo),
+        ("similar", "sku001"),
+        ("stats",),
+        ("products",),
+        ("delete", "sku001"),
+        ("duplicates",),
+    ):
+        one_line_error(run(*args, "--db", str(typo), check=False), "no catalog at", str(typo))
+    assert not typo.exists() and not typo.parent.exists()
+    assert "40 products" in run("stats", "--db", str(indexed)).stdout
+
+
+def test_reindexing_with_replace_images_swaps_a_changed_photo(indexed, product_photos):
+    from PIL import Image
+
+    photo = next(product_photos.rglob("sku001.*"))
+    Image.open(next(product_photos.rglob("sku002.*"))).save(photo)  # the shop replaced sku001's photo
+    run("index", str(product_photos), "--db", str(indexed), "--model", "pixels")
+    listed = json.loads(run("products", "--db", str(indexed), "--json").stdout)
+    images = {p["product_id"]: len(p["image_ids"]) for p in listed["products"]}
+    assert images["sku001"] == 2  # by default indexing adds
+    run("index", str(product_photos), "--db", str(indexed), "--model", "pixels", "--replace-images")
+    listed = json.loads(run("products", "--db", str(indexed), "--json").stdout)
+    assert {p["product_id"]: len(p["image_ids"]) for p in listed["products"]}["sku001"] == 1

@@ -2,8 +2,8 @@
 
 Every module in this package that defines ``register()`` or decorates commands on the
 objects in :mod:`lookalike.cli.app` is imported here, so adding a command is adding a module.
-Library errors become a one-line message on stderr and a non-zero exit (``--debug`` shows the
-traceback).
+Library errors, and files that cannot be read or written (``OSError``), become a one-line message on
+stderr and a non-zero exit (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from pydantic import ValidationError
 
 from lookalike.cli.app import app, state
+from lookalike.cli.options import os_error_message
 from lookalike.errors import LookalikeError
 
 __all__ = ["app", "main"]
@@ -29,13 +30,26 @@ def _load_commands() -> None:
 _load_commands()
 
 
+def _hint(message: str) -> str:
+    """Without --device on the command line, the device came from the LOOKALIKE_DEVICE setting (most
+    commands have no --device option): point there instead."""
+    if "--device" not in sys.argv[1:] and not any(a.startswith("--device=") for a in sys.argv[1:]):
+        message = message.replace("use --device cpu or auto", "set LOOKALIKE_DEVICE=cpu or auto")
+    return message
+
+
 def main() -> None:
     try:
         app()
     except LookalikeError as exc:
         if state["debug"]:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_hint(str(exc))}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:  # a path that cannot be read or written: name it, no traceback
+        if state["debug"]:
+            raise
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

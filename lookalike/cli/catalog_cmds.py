@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from lookalike.cli.app import app
 from lookalike.cli.options import (
@@ -20,7 +21,9 @@ from lookalike.cli.options import (
     open_catalog,
     parse_filters,
     print_hits,
+    writable_file,
 )
+from lookalike.errors import InvalidRequest, SourceError
 
 
 @app.command()
@@ -30,22 +33,68 @@ def index(
     ],
     db: DbOption = None,
     model: ModelOption = None,
-    limit: Annotated[int | None, typer.Option(help="Index only the first N products.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Images per batch (one transaction each).")] = None,
-    report: Annotated[Path | None, typer.Option(help="Where to write the JSON report of the run.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Index only the first N products.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Images per batch (one transaction each); with --async, products per batch."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the JSON report of the run (not with --async: see `lookalike job`)."
+        ),
+    ] = None,
     async_: Annotated[
         bool, typer.Option("--async", help="Submit as a background job to the workers.")
     ] = False,
+    replace_images: Annotated[
+        bool,
+        typer.Option(
+            "--replace-images",
+            help="Make each product's images exactly those the source lists now (a replaced photo "
+            "replaces the stored one). Default: add to the images a product has.",
+        ),
+    ] = False,
 ) -> None:
-    """Index a catalog source: embed each product's images and store them (idempotent)."""
+    """Index a catalog source: embed each product's images and store them (idempotent).
+
+    Re-indexing adds: a product keeps its images and gains new ones; --replace-images swaps them.
+    A source without any product (an empty folder, a table without rows) is an error.
+    """
+    from lookalike.sources import open_source
+
+    if async_ and report is not None:
+        raise InvalidRequest(
+            "--report does not go with --async: the job's report is `lookalike job ID` (--json for all of it)"
+        )
+    writable_file(report, "--report")  # before the indexing, not after it
+    src = open_source(source)
+    try:
+        total = len(src)  # a folder is scanned here, which also finds its files that are not images
+    except TypeError:
+        total = None
+    _warn_skipped(src)
+    if total == 0:
+        raise SourceError(f"source {src.name} has no products: nothing to index")
+    if async_ and replace_images:
+        raise InvalidRequest("--replace-images does not go with --async yet: index in the foreground")
     if async_:
         from lookalike.jobs import submit_index_job
 
-        job = submit_index_job(str(source), db=db, model=model, limit=limit)
+        job = submit_index_job(str(source), db=db, model=model, limit=limit, batch_products=batch_size)
         console.print(f"submitted index job [bold]{job['id']}[/] ({job['state']})")
         return
-    with open_catalog(db) as cat:
-        r = cat.index(source, model=model, limit=limit, batch_size=batch_size, report_path=report)
+    with open_catalog(db, create=True) as cat:
+        r = cat.index(
+            src,
+            model=model,
+            limit=limit,
+            batch_size=batch_size,
+            report_path=report,
+            replace_images=replace_images,
+        )
         console.print(
             f"[bold green]indexed[/] {r.products_indexed}/{r.products_seen} products from {r.source} "
             f"with [bold]{r.model}[/] in {r.elapsed_s:.1f}s: {r.images_embedded} images embedded, "
@@ -53,10 +102,20 @@ def index(
             f"{r.products_failed} product(s) skipped"
         )
         for f in r.failures[:10]:
-            err_console.print(f"[yellow]skipped[/] {f['item']}: {f['reason']}")
+            err_console.print(f"[yellow]skipped[/] {escape(f['item'])}: {escape(f['reason'])}")
         if len(r.failures) > 10:
             err_console.print(f"... and {len(r.failures) - 10} more")
         console.print(f"report: {r.report_path}")
+
+
+def _warn_skipped(src) -> None:
+    """A folder's files that are not products (.heic, .txt ...): say how many, and which."""
+    from lookalike.sources import describe_skipped
+
+    skipped = getattr(src, "skipped", None)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f", ... ({len(skipped) - 5} more)" if len(skipped) > 5 else "")
+        err_console.print(f"[yellow]warning:[/] skipped {escape(describe_skipped(skipped))}: {escape(shown)}")
 
 
 @app.command()
@@ -80,12 +139,14 @@ def search(
         str | None,
         typer.Option(
             help="With --rerank: 'default' (shipped), 'none' (alignment only) or a checkpoint from "
-            "`lookalike train verifier` [default: the LOOKALIKE_VERIFIER setting, else 'default']",
+            "`lookalike train verifier` \\[default: the LOOKALIKE_VERIFIER setting, else 'default']",
             show_default=False,
         ),
     ] = None,
 ) -> None:
     """Find the products that look like an image."""
+    if verifier is not None and not rerank:
+        raise InvalidRequest("--verifier only acts when re-ranking: add --rerank N (for example --rerank 20)")
     with open_catalog(db) as cat:
         model = model or cat.model
         hits = cat.search(

@@ -1,8 +1,8 @@
 """`lookalike db start|stop|status|url`: a local PostgreSQL 18 + pgvector server in the data folder.
 
-    eval "$(lookalike db start --export)"   # sets LOOKALIKE_DB to the server's database URL
-    lookalike index fashion-mnist --model pixels
-    lookalike db stop
+eval "$(lookalike db start --export)"   # sets LOOKALIKE_DB to the server's database URL
+lookalike index fashion-mnist --model pixels
+lookalike db stop
 """
 
 from __future__ import annotations

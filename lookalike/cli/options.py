@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lookalike.errors import InvalidRequest
+from lookalike.errors import InvalidRequest, StoreError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -36,10 +38,85 @@ FilterOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 
-def open_catalog(db: str | None):
-    from lookalike.catalog import Catalog
+def index_hint(data: str) -> str:
+    """The source to name in a "use it: lookalike index ..." hint after training on ``data``: the
+    whole demo catalog for Fashion-MNIST, else the training source itself (shell-quoted)."""
+    import shlex
 
-    return Catalog.open(db)
+    return "fashion-mnist" if data.startswith("fashion-mnist") else shlex.quote(data)
+
+
+def refuse_test_split(data: str) -> None:
+    """Training never sees the Fashion-MNIST test split: it is what ``lookalike eval`` measures on."""
+    if data.startswith("fashion-mnist:") and "test" in data.partition(":")[2].split(","):
+        raise InvalidRequest(
+            "the Fashion-MNIST test split is for evaluation only; train on fashion-mnist:train"
+        )
+
+
+def os_error_message(exc: OSError) -> str:
+    """``PATH: reason`` for an OSError (both paths for a rename or copy), else its text."""
+    reason = exc.strerror or str(exc)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason
+
+
+def writable_file(path: Path | None, option: str) -> None:
+    """Fail now, before any work, when ``path`` cannot be written (a folder, a read-only place...).
+    Creates the missing parent folders, as writing it later would."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidRequest(f"{option} {path}: is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "a"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise InvalidRequest(f"{option} {path}: cannot write there ({_reason(exc, path)})") from None
+
+
+def writable_dir(path: Path, option: str) -> None:
+    """Fail now, before any work, when the output folder ``path`` cannot be created or written to."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InvalidRequest(f"{option} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidRequest(f"{option} {path}: cannot create the folder ({_reason(exc, path)})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InvalidRequest(f"{option} {path}: the folder is not writable")
+
+
+def _reason(exc: OSError, path: Path) -> str:
+    """The reason, naming the culprit when it is a parent of ``path`` rather than ``path`` itself."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None and str(exc.filename) != str(path):
+        return f"{exc.filename}: {reason}"
+    return reason
+
+
+def open_catalog(db: str | None, *, create: bool = False):
+    """The catalog at ``db``. Only ``index`` and ``serve`` create one: for the other commands a
+    mistyped --db is an error, not a new empty catalog that answers "no matches"."""
+    from lookalike.catalog import Catalog
+    from lookalike.config import get_settings
+
+    settings = get_settings()
+    if db is None and not settings.db:  # the default catalog lives in the data folder
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"data folder {settings.data_dir} (LOOKALIKE_DATA_DIR) cannot be created: "
+                f"{_reason(exc, settings.data_dir)}"
+            ) from None
+    return Catalog.open(db, create=create)
 
 
 def parse_filters(items: list[str] | None) -> dict[str, str] | None:

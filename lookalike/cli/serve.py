@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from lookalike.cli.app import app
-from lookalike.cli.options import DbOption, console
+from lookalike.cli.options import DbOption, console, err_console, open_catalog
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @app.command()
@@ -19,7 +22,22 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the search API (/v1, docs at /docs) and the web page (/) over a catalog."""
+    from lookalike.api.app import check_settings
     from lookalike.api.app import serve as run_server
+    from lookalike.config import get_settings
 
-    console.print(f"[bold green]lookalike[/] serving on http://{host}:{port}/  (API docs: /docs)")
-    run_server(db=db, host=host, port=port)
+    check_settings(get_settings())  # a bad setting fails before the "serving" line, not after it
+    settings = get_settings()
+    with open_catalog(db, create=True) as cat:  # and so does a catalog that cannot be opened
+        if cat.stats()["products"] == 0:
+            err_console.print(
+                f"[yellow]note[/] the catalog {escape(str(cat.store.url))} is empty: add products with "
+                "`lookalike index SOURCE` or PUT /v1/products/{id}"
+            )
+        if settings.api_key is None and settings.environment == "development" and host not in LOOPBACK:
+            err_console.print(
+                f"[yellow]warning[/] listening on {escape(host)} without LOOKALIKE_API_KEY: anyone who can "
+                "reach this address can add and delete products"
+            )
+        console.print(f"[bold green]lookalike[/] serving on http://{host}:{port}/  (API docs: /docs)")
+        run_server(db=cat, host=host, port=port)
