@@ -295,3 +295,17 @@ def test_reindexing_with_replace_images_swaps_a_changed_photo(indexed, product_p
     run("index", str(product_photos), "--db", str(indexed), "--model", "pixels", "--replace-images")
     listed = json.loads(run("products", "--db", str(indexed), "--json").stdout)
     assert {p["product_id"]: len(p["image_ids"]) for p in listed["products"]}["sku001"] == 1
+
+
+def test_a_reranked_search_table_shows_alignment_and_verifier(tmp_path, fmnist_test):
+    from PIL import Image
+
+    db = tmp_path / "d.db"
+    run("index", "fashion-mnist:test", "--limit", "30", "--db", str(db), "--model", "default")
+    photo = tmp_path / "q.png"
+    Image.fromarray(fmnist_test[0][3]).resize((90, 90)).convert("RGB").save(photo)
+    out = run("search", str(photo), "--db", str(db), "--rerank", "2", "-k", "3").stdout
+    header = next(line for line in out.splitlines() if "score" in line)
+    assert "alignment" in header and "verifier" in header, out
+    plain = run("search", str(photo), "--db", str(db), "-k", "3").stdout
+    assert "verifier" not in plain and "alignment" not in plain

@@ -24,7 +24,8 @@ class BodyTooLarge(APIError):
 
 
 async def send_error(send: Send, status: int, code: str, message: str, headers: dict | None = None) -> None:
-    body = json.dumps(error_body(code, message)).encode()
+    # the same bytes as the routes' JSONResponse
+    body = json.dumps(error_body(code, message), separators=(",", ":"), ensure_ascii=False).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -138,13 +138,18 @@ def print_hits(query: str, model: str, hits, as_json: bool) -> None:
         return
     table = Table(title=f"{query}  ·  model {model}")
     aligned = any(h.alignment is not None for h in hits)
-    cols = ("#", "product", "score") + (("alignment",) if aligned else ()) + ("category", "title", "image")
+    verified = any(getattr(h, "verifier", None) is not None for h in hits)
+    extra = (("alignment",) if aligned else ()) + (("verifier",) if verified else ())
+    cols = ("#", "product", "score", *extra, "category", "title", "image")
     for col in cols:
-        table.add_column(col, justify="right" if col in {"#", "score", "alignment", "image"} else "left")
+        numeric = col in {"#", "score", "alignment", "verifier", "image"}
+        table.add_column(col, justify="right" if numeric else "left")
     for i, h in enumerate(hits, 1):
         cells = [str(i), h.product_id, f"{h.score:.4f}"]
         if aligned:
             cells.append("" if h.alignment is None else f"{h.alignment:.4f}")
+        if verified:
+            cells.append("" if h.verifier is None else f"{h.verifier:+.2f}")
         table.add_row(*cells, h.category or "", h.title or "", str(h.image_id))
     console.print(table)
     if not hits:
