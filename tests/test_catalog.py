@@ -315,6 +315,14 @@ def test_a_model_named_by_a_relative_path_is_recorded_absolute(tmp_path, fmnist_
         assert cat.model == absolute and list(cat.store.models()) == [absolute]
         assert cat.search(images[3], k=1)[0].product_id == "fmnist-test-3"
         assert cat.search(images[3], k=1, model="trained:./shop/models/m.pt")[0].product_id == "fmnist-test-3"
+    from lookalike.embedders import canonical_model_name
+
+    (tmp_path / "resnet50").write_bytes(b"")  # a file named like a network does not make a path of it
+    assert canonical_model_name("torchvision:resnet50") == "torchvision:resnet50"
+    assert canonical_model_name("torchvision:resnet50@shop/models/m.pt") == (
+        f"torchvision:resnet50@{tmp_path / 'shop' / 'models' / 'm.pt'}"
+    )
+    assert canonical_model_name("pixels") == "pixels" and canonical_model_name("default") == "default"
 
 
 def test_opening_a_missing_catalog_to_read_is_an_error_and_creates_nothing(tmp_path):

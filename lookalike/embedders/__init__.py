@@ -28,6 +28,8 @@ __all__ = [
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "default.pt"
 
 ALIASES = {"default": f"trained:{DEFAULT_CHECKPOINT}"}
+#: families whose argument is a file path (others take one after ``@``: ``torchvision:NAME@FILE``)
+PATH_FAMILIES = ("trained", "vae")
 
 _cache: dict[tuple[str, str], Embedder] = {}
 _lock = threading.Lock()
@@ -52,6 +54,8 @@ def canonical_model_name(name: str) -> str:
     if not sep or not arg:
         return name
     head, at, tail = arg.rpartition("@")
+    if not at and family not in PATH_FAMILIES:  # torchvision:resnet50 names a network, not a file
+        return name
     path = Path(tail).expanduser()
     if path.is_absolute() or not path.is_file():
         return name
