@@ -227,8 +227,14 @@ class Catalog:
 
     def _name(self, model: str | None) -> str:
         """A model name as the catalog records it (relative paths made absolute); None: the
-        catalog's model."""
-        return canonical_model_name(model) if model else self.model
+        catalog's model. A name the catalog already knows stays as it is (catalogs indexed before
+        names were made absolute hold relative ones)."""
+        if not model or model == self.model:
+            return model or self.model
+        canonical = canonical_model_name(model)
+        if canonical != model and self.store.get_meta(f"fingerprint:{model}") is not None:
+            return model  # recorded under this very spelling
+        return canonical
 
     def embedder(self, model: str | None = None, *, record: bool = False) -> Embedder:
         """The embedder for ``model``. A catalog remembers the weights (fingerprint) each model was

@@ -318,6 +318,9 @@ def test_a_model_named_by_a_relative_path_is_recorded_absolute(tmp_path, fmnist_
     from lookalike.embedders import canonical_model_name
 
     (tmp_path / "resnet50").write_bytes(b"")  # a file named like a network does not make a path of it
+    (tmp_path / "best.pt").write_bytes(b"")
+    assert canonical_model_name("trained:runs/m@best.pt") == "trained:runs/m@best.pt"  # no such file
+    assert canonical_model_name("torchvision:resnet50@w@best.pt") == "torchvision:resnet50@w@best.pt"
     assert canonical_model_name("torchvision:resnet50") == "torchvision:resnet50"
     assert canonical_model_name("torchvision:resnet50@shop/models/m.pt") == (
         f"torchvision:resnet50@{tmp_path / 'shop' / 'models' / 'm.pt'}"
@@ -357,3 +360,28 @@ def test_reindexing_a_folder_adds_by_default_and_replaces_when_asked(tmp_path, f
         s = cat.stats()
         assert (s["products"], s["images"], s["links"], s["embeddings"]) == (2, 2, 2, 2)  # the old photo went
         assert cat.search(images[42], k=1)[0].product_id == "p"
+
+
+def test_a_catalog_that_recorded_a_relative_model_name_keeps_working(tmp_path, fmnist_test, monkeypatch):
+    """Catalogs indexed before names were made absolute hold e.g. trained:models/m.pt: where that
+    path works, searching and indexing go on under that very name (no second model)."""
+    import shutil
+
+    import lookalike.catalog
+    from lookalike.embedders import default_model_path
+
+    if not default_model_path().exists():
+        pytest.skip("no shipped default model")
+    (tmp_path / "models").mkdir()
+    shutil.copy(default_model_path(), tmp_path / "models" / "m.pt")
+    monkeypatch.chdir(tmp_path)
+    with monkeypatch.context() as old_version:  # what earlier versions recorded
+        old_version.setattr(lookalike.catalog, "canonical_model_name", lambda name: name)
+        with Catalog.open(tmp_path / "c.db") as cat:
+            cat.index("fashion-mnist:test", model="trained:models/m.pt", limit=20, progress=False)
+    images, _ = fmnist_test
+    with Catalog.open(tmp_path / "c.db") as cat:
+        assert cat.model == "trained:models/m.pt"
+        assert cat.search(images[3], k=1)[0].product_id == "fmnist-test-3"
+        cat.index("fashion-mnist:test", model="trained:models/m.pt", limit=30, progress=False)
+        assert cat.store.models() == {"trained:models/m.pt": 30}

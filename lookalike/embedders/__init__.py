@@ -53,9 +53,12 @@ def canonical_model_name(name: str) -> str:
     family, sep, arg = name.partition(":")
     if not sep or not arg:
         return name
-    head, at, tail = arg.rpartition("@")
-    if not at and family not in PATH_FAMILIES:  # torchvision:resnet50 names a network, not a file
-        return name
+    if family in PATH_FAMILIES:  # the whole argument is the file
+        head, at, tail = "", "", arg
+    else:  # NAME@FILE, split where the family's loader splits it: torchvision:resnet50 is no file
+        head, at, tail = arg.partition("@")
+        if not at:
+            return name
     path = Path(tail).expanduser()
     if path.is_absolute() or not path.is_file():
         return name
