@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_image_pixels: int = 50_000_000
     #: decoded images longer than this (px) are shrunk to it right after decoding (the size stored
     #: is the original's); models see far smaller images, and memory stays bounded
-    max_image_side: int = 2048
+    max_image_side: int = Field(2048, ge=64)
     fetch_timeout: float = 10.0
     max_redirects: int = 5
     #: allow fetching URLs that resolve to loopback/private/link-local/multicast addresses

@@ -28,6 +28,7 @@ import socket
 import stat
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -179,19 +180,26 @@ def _riff_truncated(data: bytes) -> bool:
 
 class _PixelBudget:
     """Bounds the pixels being decoded at once across threads (decoding takes several bytes per
-    pixel: a small PNG of a huge image must not be decoded many times in parallel)."""
+    pixel: a small PNG of a huge image must not be decoded many times in parallel). Decodes start
+    in the order they asked, so a large image is not kept waiting by a stream of small ones."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._used = 0
+        self._waiting: deque[object] = deque()
 
     @contextmanager
     def take(self, pixels: int, capacity: int) -> Iterator[None]:
         pixels = min(pixels, capacity)
+        ticket = object()
         with self._cond:
-            while self._used and self._used + pixels > capacity:  # one image always may go
+            self._waiting.append(ticket)
+            # first in line, and it fits (one image always may go)
+            while self._waiting[0] is not ticket or (self._used and self._used + pixels > capacity):
                 self._cond.wait()
+            self._waiting.popleft()
             self._used += pixels
+            self._cond.notify_all()  # the next in line may fit beside this one
         try:
             yield
         finally:

@@ -137,49 +137,62 @@ def test_huge_images_are_shrunk_after_decoding_and_keep_their_size(fmt):
 
 
 def test_shrinking_keeps_alpha_on_white_and_rescales_16_bit():
-    settings = Settings(max_image_side=50)
-    rgba = np.zeros((100, 300, 4), np.uint8)
-    rgba[:, :150] = (0, 0, 255, 255)  # opaque blue left, fully transparent red right
-    rgba[:, 150:] = (255, 0, 0, 0)
+    settings = Settings(max_image_side=100)
+    rgba = np.zeros((200, 600, 4), np.uint8)
+    rgba[:, :300] = (0, 0, 255, 255)  # opaque blue left, fully transparent red right
+    rgba[:, 300:] = (255, 0, 0, 0)
     shrunk = load_image(encode(Image.fromarray(rgba), "PNG"), settings=settings).image
-    assert shrunk.size == (50, 17)
-    assert close(shrunk.getpixel((5, 8)), BLUE, 2) and shrunk.getpixel((45, 8)) == (255, 255, 255)
+    assert shrunk.size == (100, 33)
+    assert close(shrunk.getpixel((10, 16)), BLUE, 2) and shrunk.getpixel((90, 16)) == (255, 255, 255)
     palette = Image.fromarray(rgba[:, :, :3]).convert("P")
-    palette.info["transparency"] = palette.getpixel((200, 50))
+    palette.info["transparency"] = palette.getpixel((400, 100))
     shrunk = load_image(encode(palette, "PNG"), settings=settings).image
-    assert close(shrunk.getpixel((5, 8)), BLUE, 2) and shrunk.getpixel((45, 8)) == (255, 255, 255)
-    ramp = np.tile(np.linspace(0, 65535, 300).astype(np.uint16), (100, 1))
-    row = np.asarray(load_image(encode(Image.fromarray(ramp), "PNG"), settings=settings).image)[8, :, 0]
+    assert close(shrunk.getpixel((10, 16)), BLUE, 2) and shrunk.getpixel((90, 16)) == (255, 255, 255)
+    ramp = np.tile(np.linspace(0, 65535, 600).astype(np.uint16), (200, 1))
+    row = np.asarray(load_image(encode(Image.fromarray(ramp), "PNG"), settings=settings).image)[16, :, 0]
     assert row[0] <= 3 and row[-1] >= 252 and np.all(np.diff(row.astype(int)) >= 0)
 
 
-def test_shrunk_exif_rotated_jpeg_keeps_its_displayed_size(corpus):
-    loaded = load_image(corpus["exif_rotated.jpg"].path, settings=Settings(max_image_side=10))
-    assert loaded.image.size == (5, 10) and (loaded.width, loaded.height) == (20, 40)
+def test_shrunk_exif_rotated_jpeg_keeps_its_displayed_size():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 200 x 100, shown turned a quarter: 100 x 200
+    buf = io.BytesIO()
+    Image.fromarray(np.full((100, 200, 3), 90, np.uint8)).save(buf, format="JPEG", exif=exif)
+    loaded = load_image(buf.getvalue(), settings=Settings(max_image_side=64))
+    assert loaded.image.size == (32, 64) and (loaded.width, loaded.height) == (100, 200)
 
 
-def test_pixel_budget_lets_one_large_decode_run_at_a_time():
+def test_max_image_side_has_a_floor():
+    with pytest.raises(ValueError, match="max_image_side"):
+        Settings(max_image_side=0)
+
+
+def test_pixel_budget_decodes_large_images_one_at_a_time_in_order():
+    """A decode that does not fit beside the running one waits for it; decodes start in the order
+    they asked, so a small one does not overtake a large one that waits (no starving it)."""
     budget, order = _PixelBudget(), []
     first_in = threading.Event()
 
-    def decode(name: str, pixels: int, hold: float) -> None:
+    def decode(name: str, pixels: int) -> None:
         with budget.take(pixels, capacity=100):
             order.append(f"{name} in")
             if name == "a":
                 first_in.set()
-            time.sleep(hold)
+                time.sleep(0.5)
             order.append(f"{name} out")
 
-    a = threading.Thread(target=decode, args=("a", 80, 0.3))
+    a = threading.Thread(target=decode, args=("a", 80))
     a.start()
-    first_in.wait(5)
-    b = threading.Thread(target=decode, args=("b", 500, 0))  # more than the capacity: waits for a
-    c = threading.Thread(target=decode, args=("c", 10, 0))  # fits beside a
+    assert first_in.wait(5)
+    b = threading.Thread(target=decode, args=("b", 500))  # more than the capacity: waits for a
     b.start()
+    while not budget._waiting:  # b is in line
+        time.sleep(0.01)
+    c = threading.Thread(target=decode, args=("c", 10))  # would fit beside a, but b came first
     c.start()
     for t in (a, b, c):
-        t.join(5)
-    assert order.index("c in") < order.index("a out") < order.index("b in")
+        t.join(10)
+    assert order == ["a in", "a out", "b in", "b out", "c in", "c out"]
 
 
 def test_cmyk_palette_bilevel_and_gif_colours(corpus):
@@ -490,14 +503,14 @@ def test_slow_url_times_out(server):
 
 
 def test_the_fetch_timeout_covers_every_redirect_hop(server):
-    """Four slow hops of 0.4 s each fit a 1 s timeout hop by hop but not in total: one deadline."""
-    settings = Settings(allow_private_urls=True, fetch_timeout=1.0)
+    """Seven slow hops of 0.4 s each fit a 1.5 s timeout hop by hop but not in total: one deadline."""
+    settings = Settings(allow_private_urls=True, fetch_timeout=1.5)
     assert fetch_url(base(server) + "/slow-hops/1", settings=settings) == PNG_BYTES
     started = time.monotonic()
     with pytest.raises(FetchError) as info:
-        fetch_url(base(server) + "/slow-hops/4", settings=settings)
-    assert info.value.kind == "timeout" and "1 s" in info.value.reason
-    assert time.monotonic() - started < 1.6
+        fetch_url(base(server) + "/slow-hops/6", settings=settings)  # 2.8 s of hops in all
+    assert info.value.kind == "timeout" and "1.5 s" in info.value.reason
+    assert time.monotonic() - started < 2.6
 
 
 @pytest.mark.parametrize(
