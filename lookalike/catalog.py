@@ -159,14 +159,17 @@ class _View:
 
 
 def _attribute_problem(key: object, value: object) -> str | None:
-    """Why an attribute cannot be stored (as JSON a filter can match), or None."""
+    """Why an attribute cannot be stored as JSON the database can read, or None. Lists and objects
+    are kept (filters match only scalars); NaN and infinities are not JSON."""
     if not isinstance(key, str) or not key:
         return f"attribute keys must be non-empty strings, got {key!r}"
-    if value is None or isinstance(value, str | bool | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{value} is not a finite number"
-    return f"values must be strings, numbers or booleans, got {type(value).__name__}"
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return "not a finite number (NaN or infinity)"
+    except TypeError as exc:
+        return f"not a JSON value ({exc})"
+    return None
 
 
 class Catalog:
@@ -437,8 +440,10 @@ class Catalog:
                 uri=li.uri,
                 width=li.width,
                 height=li.height,
-                phash=perceptual_hash(li.image) if li.sha256 not in existing else None,
-                thumbnail=thumbnail_bytes(li.image) if li.sha256 not in existing else None,
+                # also for images that exist without this model's vector: another writer may
+                # delete such a row meanwhile, and the insert then makes it whole again
+                phash=perceptual_hash(li.image),
+                thumbnail=thumbnail_bytes(li.image),
                 vector=vec,
             )
             for li, vec in zip(to_embed, vectors, strict=True)

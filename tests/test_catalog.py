@@ -64,7 +64,9 @@ def test_filters_category_and_attribute(small_catalog, fmnist_test):
     assert len(hits) == 3
     assert small_catalog.search(images[0], k=3, filters={"split": "train"}) == []
     with pytest.raises(InvalidRequest):
-        small_catalog.search(images[0], k=3, filters={"bad'key": "x"})
+        small_catalog.search(images[0], k=3, filters={'bad"key': "x"})
+    # a quote in a key is data, never SQL: the JSON path is a bound parameter
+    assert small_catalog.search(images[0], k=3, filters={"x') OR 1=1 OR ('": "x"}) == []
 
 
 def test_filtered_search_returns_k_when_k_matches_exist(small_catalog, fmnist_test):
@@ -281,16 +283,25 @@ def test_a_write_whose_shared_image_another_writer_deleted_meanwhile_embeds_it_a
 def test_attributes_that_cannot_be_stored_are_dropped_and_reported(db_url, fmnist_test):
     images, _ = fmnist_test
     cat = Catalog.open(db_url)
-    attrs = {"weight": float("nan"), "size": float("inf"), "tags": ["a"], "brand": "Acme", "n": 2.5}
+    attrs = {
+        "weight": float("nan"),
+        "size": float("inf"),
+        "dims": [1.0, float("nan")],
+        "brand": "Acme",
+        "n": 2.5,
+    }
+    attrs |= {"tags": ["a", "b"], "when": object(), "Size (EU)": "42"}
     report = cat.index(
         ListSource([SourceProduct("p", [Image.fromarray(images[30])], attributes=attrs)]), model="pixels"
     )
     assert report.products_indexed == 1
     bad = {f["item"]: f["kind"] for f in report.failures}
-    assert bad == {f"p: attribute {k!r}": "bad_attribute" for k in ("weight", "size", "tags")}
-    assert cat.get_product("p").attributes == {"brand": "Acme", "n": 2.5}
-    # the catalog's attribute filters keep working
+    assert bad == {f"p: attribute {k!r}": "bad_attribute" for k in ("weight", "size", "dims", "when")}
+    kept = {"brand": "Acme", "n": 2.5, "tags": ["a", "b"], "Size (EU)": "42"}
+    assert cat.get_product("p").attributes == kept
+    # the catalog's attribute filters keep working, keys from table headers too
     assert [h.product_id for h in cat.search(images[30], k=1, filters={"brand": "Acme"})] == ["p"]
+    assert [h.product_id for h in cat.search(images[30], k=1, filters={"Size (EU)": "42"})] == ["p"]
     cat.close()
 
 
@@ -385,3 +396,32 @@ def test_a_catalog_that_recorded_a_relative_model_name_keeps_working(tmp_path, f
         assert cat.search(images[3], k=1)[0].product_id == "fmnist-test-3"
         cat.index("fashion-mnist:test", model="trained:models/m.pt", limit=30, progress=False)
         assert cat.store.models() == {"trained:models/m.pt": 30}
+
+
+def test_a_photo_deleted_while_another_model_embeds_it_comes_back_whole(db_url, fmnist_test):
+    """The photo exists (for another model) when B's write checks, so B embeds it for its own model;
+    A's delete then removes the row before B writes. B's insert must bring it back whole: with its
+    perceptual hash and thumbnail, not as a bare row."""
+    images, _ = fmnist_test
+    shared = Image.fromarray(images[22])
+    cat = Catalog.open(db_url)
+    cat.index(ListSource([SourceProduct("a", [shared])]), model="pixels")
+    check = cat.store.images_with_sha
+    other = Catalog.open(db_url)
+    raced = []
+
+    def check_then_race(shas, model):
+        found = check(shas, model)
+        if not raced:
+            raced.append(True)
+            other.delete("a")
+        return found
+
+    cat.store.images_with_sha = check_then_race
+    report = cat.index_products([SourceProduct("b", [shared])], model="pixels:v2")
+    assert raced and report.products_indexed == 1
+    (image_id,) = cat.get_product("b").image_ids
+    record = cat.store.get_image(image_id)
+    assert record.phash and cat.store.get_thumbnail(image_id)
+    other.close()
+    cat.close()

@@ -16,11 +16,11 @@ from starlette.datastructures import FormData, UploadFile
 from lookalike.api.errors import APIError
 from lookalike.api.schemas import MAX_FILTERS
 from lookalike.errors import ImageError, InvalidRequest, TooLargeError, URLNotAllowedError
+from lookalike.store.base import ATTRIBUTE_KEY, ATTRIBUTE_KEY_RULE
 
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
-_FILTER_KEY = re.compile(r"^[\w][\w .-]{0,63}$")
 _ASCII_INT = re.compile(r"^[+-]?[0-9]+$")
 
 
@@ -110,8 +110,8 @@ def check_filters(filters: dict[str, str] | None) -> dict[str, str] | None:
     if len(filters) > MAX_FILTERS:
         raise InvalidRequest(f"at most {MAX_FILTERS} filters, got {len(filters)}")
     for key in filters:
-        if not _FILTER_KEY.match(key):
-            raise InvalidRequest(f"invalid filter key {key!r} (letters, digits, space, . _ -)")
+        if key != "category" and not ATTRIBUTE_KEY.fullmatch(key):
+            raise InvalidRequest(f"invalid filter key {key[:80]!r} ({ATTRIBUTE_KEY_RULE})")
     return filters
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from lookalike.store.base import ATTRIBUTE_KEY, ATTRIBUTE_KEY_RULE
+
 #: product ids: 1-128 letters/digits (any script), space and . _ : @ + = ~ - ( ) [ ] # & , ' %
 #: (what file names hold: "photo (1)", "sac#2"); no slash, backslash, double quote, ! < > or control
 #: characters; starting with a letter or digit, not ending with a space ("sku1 " is no second "sku1")
@@ -175,8 +177,7 @@ class ProductsPublic(BaseModel):
     )
 
 
-#: attribute keys as filters take them (``filter=key=value``); values are short scalars
-ATTRIBUTE_KEY = re.compile(r"^[\w][\w .-]{0,63}$")
+#: attribute values are short scalars; keys as filters take them (lookalike.store.base.ATTRIBUTE_KEY)
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_TEXT = 1000
 
@@ -190,10 +191,13 @@ class ProductFields(BaseModel):
         default_factory=dict,
         max_length=MAX_ATTRIBUTES,
         description="Scalar attributes (string, finite number or boolean) under keys a filter can name: "
-        "1-64 letters, digits, space, . _ - .",
+        + ATTRIBUTE_KEY_RULE
+        + ".",
     )
     url: str | None = Field(
-        None, max_length=4096, description="The product page, http(s) (stored, never fetched)."
+        None,
+        max_length=4096,
+        description="The product page: an http(s) URL or a path on the shop's site (stored, never fetched).",
     )
 
     @field_validator("attributes", mode="before")
@@ -202,10 +206,8 @@ class ProductFields(BaseModel):
         if not isinstance(value, dict):
             return value  # the type check names it
         for key, item in value.items():
-            if not isinstance(key, str) or not ATTRIBUTE_KEY.match(key):
-                raise ValueError(
-                    f"attribute key {str(key)[:80]!r} must be 1-64 letters, digits, space, . _ -"
-                )
+            if not isinstance(key, str) or not ATTRIBUTE_KEY.fullmatch(key):
+                raise ValueError(f"attribute key {str(key)[:80]!r}: {ATTRIBUTE_KEY_RULE}")
             if isinstance(item, float) and not math.isfinite(item):
                 raise ValueError(f"attribute {key!r} must be a finite number, got {item}")
             if isinstance(item, str) and len(item) > MAX_ATTRIBUTE_TEXT:
@@ -219,8 +221,9 @@ class ProductFields(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value and not re.match(r"^https?://", value, re.IGNORECASE):
-            raise ValueError(f"must be an http:// or https:// URL, got {value[:100]!r}")
+        scheme = re.match(r"^\s*([A-Za-z][A-Za-z0-9+.-]*):", value or "")
+        if scheme and scheme.group(1).lower() not in ("http", "https"):  # javascript:, data:, ...
+            raise ValueError(f"must be an http(s) URL or a path (/p/123), got {value[:100]!r}")
         return value
 
 

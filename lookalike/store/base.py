@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from lookalike.errors import InvalidRequest
+
+#: attribute keys that can be stored and filtered on: 1-64 characters, no double quote, backslash or
+#: control character, no space at either end ("Size (EU)", "og:type", "color/size" are fine)
+ATTRIBUTE_KEY = re.compile(r'[^"\\\s](?:[^"\\\x00-\x1f\x7f]{0,62}[^"\\\s])?')
+ATTRIBUTE_KEY_RULE = (
+    "1-64 characters, no double quote, backslash or control character, no space at either end"
+)
+
+
+def check_attribute_key(key: object) -> str:
+    """``key`` if an attribute can be stored and filtered under it, else InvalidRequest."""
+    if not isinstance(key, str) or not ATTRIBUTE_KEY.fullmatch(key):
+        raise InvalidRequest(f"invalid attribute key {str(key)[:80]!r} ({ATTRIBUTE_KEY_RULE})")
+    return key
 
 
 @dataclass

@@ -31,7 +31,15 @@ from psycopg.types import TypeInfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from lookalike.errors import ImagesGone, InvalidRequest, StoreError
-from lookalike.store.base import ImageRecord, NewImage, ProductRecord, ProductWrite, Store, WriteResult
+from lookalike.store.base import (
+    ImageRecord,
+    NewImage,
+    ProductRecord,
+    ProductWrite,
+    Store,
+    WriteResult,
+    check_attribute_key,
+)
 
 # Numbered migrations, applied in order and recorded in schema_migrations (same versions as SQLite).
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -654,8 +662,7 @@ class PostgresStore(Store):
                 clauses.append(sql.SQL(prefix + "category = %s"))
                 params.append(value)
                 continue
-            if not key or not all(c.isalnum() or c in "_-. " for c in key):
-                raise InvalidRequest(f"invalid filter key {key!r}")
+            check_attribute_key(key)
             # containment uses the GIN index; the alternatives match numbers and booleans as text
             options = [json.dumps({key: value})]
             for parsed in _json_scalars(value):

@@ -12,8 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.errors import ImagesGone, InvalidRequest, StoreError
-from lookalike.store.base import ImageRecord, NewImage, ProductRecord, ProductWrite, Store, WriteResult
+from lookalike.errors import ImagesGone, StoreError
+from lookalike.store.base import (
+    ImageRecord,
+    NewImage,
+    ProductRecord,
+    ProductWrite,
+    Store,
+    WriteResult,
+    check_attribute_key,
+)
 
 # Numbered migrations, applied in order and recorded in schema_migrations.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -99,9 +107,8 @@ def _now() -> str:
 
 
 def _attr_key(key: str) -> str:
-    if not key or not all(c.isalnum() or c in "_-. " for c in key):
-        raise InvalidRequest(f"invalid filter key {key!r}")
-    return '$."' + key + '"'
+    """The JSON path of an attribute (a bound parameter, never spliced into the SQL)."""
+    return '$."' + check_attribute_key(key) + '"'
 
 
 class SQLiteStore(Store):
@@ -407,9 +414,10 @@ class SQLiteStore(Store):
             else:  # booleans read as JSON writes them (true/false), as in PostgreSQL, not as 1/0
                 path = _attr_key(key)
                 clauses.append(
-                    f"CASE json_type(attributes, '{path}') WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
-                    f"ELSE CAST(json_extract(attributes, '{path}') AS TEXT) END = ?"
+                    "CASE json_type(attributes, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+                    "ELSE CAST(json_extract(attributes, ?) AS TEXT) END = ?"
                 )
+                params.extend([path, path])
             params.append(str(value))
         where = " AND ".join(clauses) or "1"
         rows = self._query(f"SELECT id FROM products WHERE {where}", params)
