@@ -76,7 +76,8 @@ class FolderSource(Source):
     same stem in two folders is a conflict: that product gets no images and a problem naming the
     files, so it is reported as skipped instead of one category's product taking another's photos.
     Files that are not in a supported image format (``.heic``, ``.txt``, ...) are not products:
-    they are listed in :attr:`skipped` (hidden files and OS clutter such as ``Thumbs.db`` are not).
+    they are listed in :attr:`skipped` (hidden files and folders, and OS clutter such as ``Thumbs.db``,
+    are not).
     """
 
     def __init__(self, root: Path):
@@ -94,8 +95,9 @@ class FolderSource(Source):
             conflicts: dict[str, list[Path]] = {}
             skipped: list[str] = []
             for path in sorted(self.root.rglob("*")):
-                if not path.is_file() or path.name.startswith(".") or path.name.lower() in IGNORED_FILES:
-                    continue
+                hidden = any(part.startswith(".") for part in path.relative_to(self.root).parts)
+                if not path.is_file() or hidden or path.name.lower() in IGNORED_FILES:
+                    continue  # .git/, .DS_Store, Thumbs.db: not catalog content
                 if path.suffix.lower() not in IMAGE_SUFFIXES:
                     skipped.append(str(path))
                     continue

@@ -132,11 +132,11 @@ def test_a_write_that_timed_out_still_lands_before_a_later_write(tmp_path, fmnis
     second PUT to the same product, sent after that 503, waits for the first and lands after it,
     so the product ends as the last acknowledged write left it."""
     db = index_small_catalog(str(tmp_path / "c.db"), n=20)
-    app = create_app(Settings(allow_private_urls=True, request_timeout=2.0), db=db, inference_threads=2)
+    app = create_app(Settings(allow_private_urls=True, request_timeout=3.0), db=db, inference_threads=2)
     first, second = photo_bytes(fmnist_test[0][9100]), photo_bytes(fmnist_test[0][9101])
     gate = app.state.service.inference
     with image_server({"first.png": first}) as images, live_server(app) as base:
-        slow = {"title": "FIRST", "image_urls": [f"{images}/first.png?delay=3"]}
+        slow = {"title": "FIRST", "image_urls": [f"{images}/first.png?delay=4.5"]}
         r = httpx.put(f"{base}/v1/products/sku-late", json=slow, timeout=30)
         assert r.status_code == 503 and "may still complete" in r.json()["error"]["message"], r.text
         assert gate.pending == 1  # the first write still runs, and still counts
@@ -160,7 +160,7 @@ def test_a_search_that_timed_out_keeps_its_thread_until_it_returns(tmp_path, fmn
     running = []
     gate = app.state.service.inference
     with image_server({"slow.png": png}) as images, live_server(app) as base:
-        r = httpx.post(f"{base}/v1/search", json={"image_url": f"{images}/slow.png?delay=2.5"}, timeout=30)
+        r = httpx.post(f"{base}/v1/search", json={"image_url": f"{images}/slow.png?delay=4"}, timeout=30)
         assert r.status_code == 503, r.text
         running.append(gate.pending)
         r = httpx.post(f"{base}/v1/search", files={"image": ("q.png", png, "image/png")}, timeout=30)

@@ -102,12 +102,15 @@ def test_folder_source_reads_jfif_and_jpe_and_lists_the_files_it_skips(tmp_path,
     jpeg = next(product_photos.rglob("*.jpg"))
     shutil.copy(jpeg, tmp_path / "a.jfif")
     shutil.copy(jpeg, tmp_path / "b.jpe")
-    for name in ("c.heic", "d.heic", "notes.txt", ".DS_Store", "Thumbs.db"):
+    for name in ("c.heic", "d.heic", "notes.txt", ".DS_Store", "Thumbs.db", ".git/objects/ab", ".git/HEAD"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
+    (tmp_path / ".cache").mkdir()
+    shutil.copy(jpeg, tmp_path / ".cache" / "e.jpg")  # hidden folders are not catalog content
     src = FolderSource(tmp_path)
     products = {p.product_id: p for p in src}
     assert {"a", "b"} <= set(products)
-    assert not {"c", "d", "notes"} & set(products)
+    assert not {"c", "d", "notes", "e"} & set(products)
     assert sorted(Path(p).name for p in src.skipped) == ["c.heic", "d.heic", "notes.txt"]
     assert describe_skipped(src.skipped) == (
         "3 file(s) that are not images in a supported format (.heic 2, .txt 1)"

@@ -139,8 +139,8 @@ class ProductLocks:
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args) -> None:
     try:
         loop.call_soon_threadsafe(fn, *args)
-    except RuntimeError:  # the event loop has closed: nothing waits for the lock any more
-        pass
+    except RuntimeError:  # that event loop has closed: no task of it waits, release here
+        fn(*args)
 
 
 class WarmUp:
