@@ -566,6 +566,9 @@ def test_stats_health_ready(client):
     assert r.status_code == 200 and r.json()["checks"]["database"] == "ok"
     assert r.json()["checks"]["model"].startswith("ok (pixels, 1024 dims)")
     assert r.json()["checks"]["index"] == "ok"
+    for probe in ("/healthz", "/readyz"):  # load balancers often probe with HEAD
+        head = client.head(probe)
+        assert head.status_code == 200 and head.content == b"", probe
 
 
 def test_readyz_reports_a_model_that_cannot_load(db_url):

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import anyio.to_thread
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from lookalike.api.deps import CatalogDep, ServiceDep, require_read_key
 from lookalike.api.routers.search import ERRORS
@@ -94,3 +94,14 @@ async def readyz(service: ServiceDep) -> JSONResponse:
         ready = warm.state == "ok"
     body = HealthStatus(status="ok" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+# load balancers often probe with HEAD: the same answers without a body (not in the API docs)
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/readyz", include_in_schema=False)
+async def readyz_head(service: ServiceDep) -> Response:
+    return Response(status_code=(await readyz(service)).status_code)
