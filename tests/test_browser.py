@@ -217,6 +217,68 @@ def test_phone_layout_has_the_camera_input(browser, server, tmp_path, fmnist_tes
     context.close()
 
 
+def test_a_long_file_name_keeps_the_phone_layout_one_screen_wide(browser, server, tmp_path, fmnist_test):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server + "/")
+    photo = tmp_path / ("IMG_20240612_183245_HDR_portrait_mode_" + "x" * 60 + ".jpg")
+    photo.write_bytes(photo_bytes(fmnist_test[0][31], "JPEG", size=200))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    shot(page, "06b-phone-long-file-name")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing off screen
+    caption = page.locator("#query-caption")
+    assert caption.evaluate("c => c.scrollWidth > c.clientWidth")  # cut short with an ellipsis instead
+    context.close()
+
+
+def test_a_running_search_dims_the_previous_results_and_says_so(page, server, tmp_path, fmnist_test):
+    photo = tmp_path / "p.png"
+    photo.write_bytes(photo_bytes(fmnist_test[0][17]))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    page.route("**/v1/search", lambda route: (time.sleep(1.5), route.continue_()))  # a slow search
+    other = tmp_path / "q.png"
+    other.write_bytes(photo_bytes(fmnist_test[0][18]))
+    page.set_input_files("#file-input", str(other))
+    page.wait_for_selector("#results-panel[aria-busy='true']")
+    assert page.inner_text("#results-sub") == "Searching\u2026"
+    assert float(page.locator("#results").evaluate("g => getComputedStyle(g).opacity")) < 0.5
+    page.wait_for_selector("#results-panel[aria-busy='false']")
+    assert card_ids(page)[0] == "fmnist-test-18"
+
+
+def test_a_server_that_does_not_answer_clears_the_old_results(page, tmp_path, fmnist_test):
+    photo = tmp_path / "p.png"
+    photo.write_bytes(photo_bytes(fmnist_test[0][17]))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    page.route("**/v1/search", lambda route: route.abort())
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "We could not reach the server" in page.inner_text("#error")
+    assert "try again" in page.inner_text("#error") and card_ids(page) == []
+
+
+def test_more_like_this_from_the_keyboard_keeps_focus_and_disables_the_photo_check(
+    page, tmp_path, fmnist_test
+):
+    photo = tmp_path / "p.png"
+    photo.write_bytes(photo_bytes(fmnist_test[0][17]))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    assert not page.is_disabled("#rerank-check")
+    page.locator(".card").first.focus()
+    page.keyboard.press("Enter")  # more like this, from the keyboard
+    page.wait_for_selector("#results-title:has-text('Products like')")
+    page.wait_for_selector("#results-panel[aria-busy='false']")
+    assert page.is_disabled("#rerank-check")  # a product has no photo to check
+    assert page.evaluate("document.activeElement.id") == "results-title"  # not lost to the body
+    page.set_input_files("#file-input", str(photo))  # a photo again: the check is back
+    page.wait_for_selector("#results-title:has-text('Top matches')")
+    assert not page.is_disabled("#rerank-check")
+
+
 def test_private_url_is_refused_on_the_page(page):
     page.fill("#url-input", "http://127.0.0.1:8000/secret.png")
     page.click("#url-form button")

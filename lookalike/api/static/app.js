@@ -22,6 +22,7 @@ const els = {
   title: $("results-title"),
   sub: $("results-sub"),
   spinner: $("spinner"),
+  panel: $("results-panel"),
   results: $("results"),
   keyForm: $("key-form"),
   keyInput: $("key-input"),
@@ -39,10 +40,23 @@ const ERROR_TITLES = {
   fetch_failed: "We could not download that image",
   not_found: "Not found",
   too_many_requests: "The server is busy",
+  network: "We could not reach the server",
   timeout: "The search took too long",
   invalid_request: "Something is wrong with the request",
   missing_api_key: "This catalog needs an API key",
   invalid_api_key: "That API key is not right",
+};
+
+/** a plain sentence for the shopper before the server's own words (kept: they name the detail) */
+const ERROR_HELP = {
+  too_large: "Try a smaller photo (a phone photo resized, or a screenshot).",
+  bad_image: "The file may be damaged, or not be a photo.",
+  unsupported_format: "JPEG, PNG, WebP, GIF, BMP and TIFF photos work.",
+  url_not_allowed: "Only links to images on public websites can be searched.",
+  fetch_failed: "Check that the link opens the image itself, then try again.",
+  timeout: "Try again, or untick \u201cCheck the best 300\u201d for a faster search.",
+  too_many_requests: "Try again in a moment.",
+  network: "Check your connection and try again.",
 };
 
 let lastQuery = null; // {kind: "file", file} | {kind: "url", url} | {kind: "product", id, thumb, title}
@@ -118,7 +132,7 @@ function setThumb(img, url) {
 // ---------------------------------------------------------------------------- helpers
 function showError(code, message) {
   els.errorTitle.textContent = ERROR_TITLES[code] || "That did not work";
-  els.errorMessage.textContent = message;
+  els.errorMessage.textContent = ERROR_HELP[code] ? `${ERROR_HELP[code]} (${message})` : message;
   els.error.dataset.code = code || "error";
   els.error.hidden = false;
 }
@@ -131,6 +145,15 @@ function clearError() {
 function setBusy(busy) {
   els.spinner.hidden = !busy;
   document.body.classList.toggle("busy", busy);
+  els.panel.setAttribute("aria-busy", busy ? "true" : "false"); // dims the previous results
+  if (busy) els.sub.textContent = "Searching\u2026";
+}
+
+function clearResults(title, sub) {
+  els.title.textContent = title;
+  els.sub.textContent = sub;
+  els.results.replaceChildren();
+  delete els.results.dataset.query;
 }
 
 function setPreview(src, caption, ownedUrl = null) {
@@ -199,6 +222,7 @@ async function loadStats() {
 async function runSearch() {
   if (!lastQuery) return;
   const seq = ++requestSeq;
+  els.rerank.disabled = lastQuery.kind === "product"; // a product has no photo to check against
   const k = els.k.value;
   const rerank = els.rerank.checked ? RERANK_DEPTH : 0;
   const f = filters();
@@ -229,15 +253,15 @@ async function runSearch() {
     if (!response.ok) {
       const err = await readError(response);
       if (AUTH_CODES.has(err.code)) askForKey(err.code); else showError(err.code, err.message);
-      els.title.textContent = "No results";
-      els.sub.textContent = "Fix the problem above and try again.";
-      els.results.replaceChildren();
-      delete els.results.dataset.query;
+      clearResults("No results", "Fix the problem above and try again.");
       return;
     }
     render(await response.json());
   } catch (e) {
-    if (seq === requestSeq) showError("network", `The server did not answer (${e.message || e}).`);
+    if (seq === requestSeq) {
+      showError("network", `the server did not answer: ${e.message || e}`);
+      clearResults("No results", "The results will show here once the server answers.");
+    }
   } finally {
     if (seq === requestSeq) setBusy(false);
   }
@@ -251,10 +275,25 @@ function render(doc) {
     els.title.textContent = hits.length ? "Top matches" : "No matching products";
   }
   const cat = els.category.value ? ` in ${els.category.value}` : "";
-  els.sub.textContent = `${hits.length} result${hits.length === 1 ? "" : "s"}${cat} · model ${doc.model}`;
+  const checked = hits.some((h) => h.alignment !== undefined && h.alignment !== null);
+  els.sub.textContent = `${hits.length} result${hits.length === 1 ? "" : "s"}${cat}`
+    + (checked ? " \u00b7 ordered after checking each against your photo" : "")
+    + ` \u00b7 model ${doc.model}`;
   for (const url of gridUrls) URL.revokeObjectURL(url);
   gridUrls = [];
+  const hadFocus = els.results.contains(document.activeElement);
   els.results.replaceChildren(...hits.map(card));
+  if (!hits.length) {
+    const empty = document.createElement("li");
+    empty.className = "empty";
+    const strong = document.createElement("strong");
+    strong.textContent = "Nothing to show";
+    empty.append(strong, els.category.value
+      ? `No product in ${els.category.value} looks like this. Try \u201cAll categories\u201d.`
+      : "The catalog has no products to compare with yet.");
+    els.results.append(empty);
+  }
+  if (hadFocus) els.title.focus(); // the card that had focus is gone: keep the keyboard on the page
   els.results.dataset.query = doc.query;
   if (window.matchMedia("(max-width: 860px)").matches) {
     els.title.scrollIntoView({ behavior: "smooth", block: "start" }); // on phones the grid is below the form
@@ -267,12 +306,12 @@ function card(hit, i) {
   button.type = "button";
   button.className = "card";
   button.dataset.productId = hit.product_id;
-  button.title = `Find products like ${hit.product_id}`;
+  button.title = `${hit.title || hit.product_id}: find products like it`;
 
   const figure = document.createElement("div");
   figure.className = "thumb";
   const img = document.createElement("img");
-  img.alt = hit.title || hit.product_id;
+  img.alt = ""; // the card's text names the product; the image would only repeat it
   img.loading = "lazy";
   setThumb(img, hit.thumbnail_url);
   figure.append(img);
@@ -298,6 +337,8 @@ function card(hit, i) {
   const score = document.createElement("span");
   score.className = "score";
   score.textContent = `${(hit.score * 100).toFixed(1)}%`;
+  score.title = "How similar the two images are overall (with checking on, the order also weighs how well "
+    + "the product lines up with your photo)";
   meta.append(score);
   const bar = document.createElement("span");
   bar.className = "score-bar";
