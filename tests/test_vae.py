@@ -221,6 +221,11 @@ def test_train_vae_cli(tmp_path):
     )
     assert test.exit_code != 0 and "test split is for evaluation only" in str(test.exception)
     assert not (tmp_path / "t").exists()  # refused before any work
+    from lookalike.errors import SourceError
+    from lookalike.train.vae.data import load_training_images
+
+    with pytest.raises(SourceError, match="evaluation only"):  # the library refuses it too
+        load_training_images("fashion-mnist:test", channels=1, resolution=28)
 
 
 def test_train_on_a_folder_of_colour_photos_at_another_resolution(product_photos, tmp_path):

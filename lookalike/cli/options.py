@@ -46,14 +46,6 @@ def index_hint(data: str) -> str:
     return "fashion-mnist" if data.startswith("fashion-mnist") else shlex.quote(data)
 
 
-def refuse_test_split(data: str) -> None:
-    """Training never sees the Fashion-MNIST test split: it is what ``lookalike eval`` measures on."""
-    if data.startswith("fashion-mnist:") and "test" in data.partition(":")[2].split(","):
-        raise InvalidRequest(
-            "the Fashion-MNIST test split is for evaluation only; train on fashion-mnist:train"
-        )
-
-
 def os_error_message(exc: OSError) -> str:
     """``PATH: reason`` for an OSError (both paths for a rename or copy), else its text."""
     reason = exc.strerror or str(exc)

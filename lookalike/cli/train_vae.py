@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import train_app
-from lookalike.cli.options import console, index_hint, refuse_test_split, writable_dir
+from lookalike.cli.options import console, index_hint, writable_dir
 from lookalike.errors import InvalidRequest
 
 
@@ -58,7 +58,6 @@ def train_vae_cmd(
     from lookalike.train.vae import VAETrainConfig, train_vae
     from lookalike.train.vae.data import load_training_images
 
-    refuse_test_split(data)
     try:
         channels = tuple(int(c) for c in conv_channels.split(",") if c.strip())
     except ValueError:
@@ -72,9 +71,9 @@ def train_vae_cmd(
             f"--resolution {resolution} must be a multiple of {2 ** len(channels)} "
             f"for {len(channels)} conv layers"
         )
-    writable_dir(out, "--out")  # before the training, not after it
     in_channels = 3 if rgb else 1
     images, _ = load_training_images(data, channels=in_channels, resolution=resolution, limit=limit)
+    writable_dir(out, "--out")  # before the training, not after it
     config = VAETrainConfig(
         model=model,
         latent_dim=latent_dim,

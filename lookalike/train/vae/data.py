@@ -69,7 +69,7 @@ def grid_image(x: torch.Tensor, nrow: int, *, pad: int = 2, scale: int = 1) -> I
 
 
 def load_training_images(source: str, *, channels: int, resolution: int, limit: int | None = None):
-    """Images to train on, as uint8 arrays: ``fashion-mnist`` / ``fashion-mnist:SPLIT`` or a folder.
+    """Images to train on, as uint8 arrays: ``fashion-mnist[:train]`` or a folder.
 
     Returns ``(images, labels_or_None)``. Training needs no labels; they are only used for reports.
     """
@@ -77,6 +77,10 @@ def load_training_images(source: str, *, channels: int, resolution: int, limit: 
         from lookalike.datasets.fashion_mnist import load_split
 
         split = source.partition(":")[2] or "train"
+        if split != "train":  # as for the metric trainer: the latent explorer measures on test
+            raise SourceError(
+                "the Fashion-MNIST test split is for evaluation only; train on fashion-mnist:train"
+            )
         images, labels = load_split(split)
         if limit:
             images, labels = images[:limit], labels[:limit]
