@@ -53,7 +53,8 @@ def resolve_device(spec: str | None = None) -> torch.device:
             build = torch.version.cuda or "none"
             raise ModelError(
                 f"device {text!r}: torch sees no CUDA GPU here (torch {torch.__version__}, CUDA build "
-                f"{build}); use --device cpu or auto"
+                f"{build}); "
+                + ("set LOOKALIKE_DEVICE=cpu or auto" if spec is None else "use --device cpu or auto")
             )
         count = torch.cuda.device_count()
         if dev.index is not None and dev.index >= count:

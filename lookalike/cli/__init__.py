@@ -30,21 +30,13 @@ def _load_commands() -> None:
 _load_commands()
 
 
-def _hint(message: str) -> str:
-    """Without --device on the command line, the device came from the LOOKALIKE_DEVICE setting (most
-    commands have no --device option): point there instead."""
-    if "--device" not in sys.argv[1:] and not any(a.startswith("--device=") for a in sys.argv[1:]):
-        message = message.replace("use --device cpu or auto", "set LOOKALIKE_DEVICE=cpu or auto")
-    return message
-
-
 def main() -> None:
     try:
         app()
     except LookalikeError as exc:
         if state["debug"]:
             raise
-        print(f"error: {_hint(str(exc))}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except OSError as exc:  # a path that cannot be read or written: name it, no traceback
         if state["debug"]:

@@ -87,6 +87,7 @@ def load_embedder(name: str = "default", *, cache: bool = True, device: str | No
     from lookalike.devices import device_spec
 
     full = resolve_name(name)
+    asked = device  # None: the setting's (errors then name LOOKALIKE_DEVICE, not --device)
     device = device_spec(device)
     family, _, arg = full.partition(":")
     if not family.isidentifier() or family.startswith("_") or family == "base":
@@ -103,7 +104,7 @@ def load_embedder(name: str = "default", *, cache: bool = True, device: str | No
                     "(try pixels, default, trained:PATH, vae:PATH, torchvision:NAME)"
                 ) from None
             raise
-        embedder = module.load(arg, device=device)
+        embedder = module.load(arg, device=asked)
         if name == "default":
             embedder.name = "default"
         embedder.fingerprint = _fingerprint(full, arg)
