@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 import pytest
@@ -277,6 +278,81 @@ def test_more_like_this_from_the_keyboard_keeps_focus_and_disables_the_photo_che
     page.set_input_files("#file-input", str(photo))  # a photo again: the check is back
     page.wait_for_selector("#results-title:has-text('Top matches')")
     assert not page.is_disabled("#rerank-check")
+
+
+def test_back_and_forward_walk_the_searches_and_the_address_names_the_product(page, server, tmp_path, fmnist_test):
+    photo = tmp_path / "p.png"
+    photo.write_bytes(photo_bytes(fmnist_test[0][17]))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    by_photo = card_ids(page)
+    assert urlparse(page.url).query == ""  # a photo from the device has no address
+    clicked = by_photo[2]
+    page.locator(".card").nth(2).click()
+    page.wait_for_selector(f"#results[data-query='{clicked}']")
+    assert parse_qs(urlparse(page.url).query) == {"product": [clicked]}
+    similar = card_ids(page)
+    page.go_back()  # the photo's results again, from the file this tab kept
+    until(page, lambda: card_ids(page) == by_photo, card_ids(page))
+    assert page.inner_text("#results-title") == "Top matches" and "p.png" in page.inner_text("#query-caption")
+    page.go_forward()
+    page.wait_for_selector(f"#results[data-query='{clicked}']")
+    until(page, lambda: card_ids(page) == similar, card_ids(page))
+    page.select_option("#k-select", "24")  # an option changes the address, not the history
+    until(page, lambda: len(card_ids(page)) == 24, card_ids(page))
+    assert parse_qs(urlparse(page.url).query) == {"product": [clicked], "k": ["24"]}
+    more = card_ids(page)
+    page.reload()
+    page.wait_for_selector(f"#results[data-query='{clicked}']")
+    until(page, lambda: card_ids(page) == more, card_ids(page))
+    assert page.input_value("#k-select") == "24"
+    page.go_back()  # the photo cannot come back after a reload: the page as it opens
+    until(page, lambda: card_ids(page) == [], card_ids(page))
+    assert page.inner_text("#results-title") == "Search the catalog with a photo"
+    assert page.is_hidden("#query-preview") and page.is_hidden("#error")
+
+
+def test_a_shared_address_opens_the_search_it_names(browser, server, fmnist_test):
+    from lookalike.datasets.fashion_mnist import CLASSES
+
+    category = CLASSES[fmnist_test[1][5]]
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    query = urlencode({"product": "fmnist-test-5", "k": 24, "category": category, "rerank": 0})
+    page.goto(f"{server}/?{query}")
+    page.wait_for_selector("#results[data-query='fmnist-test-5']")
+    expected = httpx.get(
+        f"{server}/v1/products/fmnist-test-5/similar", params={"k": 24, "category": category}
+    ).json()
+    until(page, lambda: card_ids(page) == [h["product_id"] for h in expected["results"]], card_ids(page))
+    shot(page, "07-shared-address")
+    product = httpx.get(f"{server}/v1/products/fmnist-test-5").json()
+    assert page.inner_text("#results-title") == f"Products like {product['title'] or 'fmnist-test-5'}"
+    assert page.locator("#query-image").evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.input_value("#k-select") == "24" and page.input_value("#category-select") == category
+    assert not page.is_checked("#rerank-check")
+    page.goto(f"{server}/?product=no-such-product")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "Not found" in page.inner_text("#error") and "no-such-product" in page.inner_text("#error")
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_a_link_pasted_anywhere_on_the_page_is_searched(page):
+    link = "http://127.0.0.1:8000/secret.png"
+    page.evaluate(
+        """link => {
+            const data = new DataTransfer();
+            data.setData("text/plain", link);
+            document.body.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true }));
+        }""",
+        link,
+    )
+    page.wait_for_selector("#error:not([hidden])")  # searched, and refused by the server: loopback
+    assert "loopback" in page.inner_text("#error") and page.input_value("#url-input") == link
+    assert parse_qs(urlparse(page.url).query) == {"url": [link]}
 
 
 def test_private_url_is_refused_on_the_page(page):

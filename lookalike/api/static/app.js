@@ -204,6 +204,7 @@ async function loadStats() {
       opt.selected = name === selected;
       els.category.append(opt);
     }
+    if (selected && els.category.value !== selected) addCategory(selected, `${selected} (0)`); // from an address
     keyAccepted();
     return true;
   } catch (e) {
@@ -365,15 +366,20 @@ function card(hit, i) {
 }
 
 // ---------------------------------------------------------------------------- inputs
-function searchFile(file) {
+// Each new search is a step in the tab's history: Back returns to the previous one. A search by link
+// or by product also lives in the address (?url=… or ?product=…, with k, category and rerank when
+// they are not the defaults), so it can be bookmarked, shared and reloaded. A photo from the device
+// cannot go into an address: its history entry finds the file again in this tab only.
+function searchFile(file, record = true) {
   if (!file) return;
   const url = URL.createObjectURL(file);
   setPreview(url, file.name || "your photo", url);
   lastQuery = { kind: "file", file };
+  if (record) remember(lastQuery, true);
   runSearch();
 }
 
-function searchUrl(url) {
+function searchUrl(url, record = true) {
   url = url.trim();
   if (!url) {
     showError("invalid_request", "Paste the address of an image first.");
@@ -385,13 +391,17 @@ function searchUrl(url) {
   }
   setPreview(url, url);
   lastQuery = { kind: "url", url };
+  if (record) remember(lastQuery, true);
   runSearch();
 }
 
-function searchProduct(hit) {
+function searchProduct(hit, record = true) {
   const caption = `${hit.title || hit.product_id}`;
-  const query = { kind: "product", id: hit.product_id, title: hit.title };
-  if (apiKey) {
+  const query = { kind: "product", id: hit.product_id, title: hit.title, thumb: hit.thumbnail_url };
+  if (!hit.thumbnail_url) {
+    setPreview("", caption);
+    els.previewImg.hidden = true;
+  } else if (apiKey) {
     setPreview("", caption);
     loadThumb(hit.thumbnail_url).then((url) => {
       if (url && lastQuery === query) setPreview(url, caption, url); else if (url) URL.revokeObjectURL(url);
@@ -400,8 +410,95 @@ function searchProduct(hit) {
     setPreview(hit.thumbnail_url, caption);
   }
   lastQuery = query;
+  if (record) remember(lastQuery, true);
   if (!window.matchMedia("(max-width: 860px)").matches) window.scrollTo({ top: 0, behavior: "smooth" });
   runSearch();
+}
+
+// ---------------------------------------------------------------------------- the address bar
+const DEFAULT_K = els.k.value;
+const INITIAL = { title: els.title.textContent, sub: els.sub.textContent };
+const historyFiles = new Map(); // history entry's file id -> File (this tab only)
+let fileSeq = 0;
+
+function pageAddress(query) {
+  const params = new URLSearchParams();
+  if (query?.kind === "product") params.set("product", query.id);
+  else if (query?.kind === "url") params.set("url", query.url);
+  if (els.k.value !== DEFAULT_K) params.set("k", els.k.value);
+  if (els.category.value) params.set("category", els.category.value);
+  if (!els.rerank.checked) params.set("rerank", "0");
+  const text = params.toString();
+  return location.pathname + (text ? `?${text}` : "");
+}
+
+/** Record the search in the tab's history: a new entry for a new search (``push``), else the same
+ * entry with the options changed. */
+function remember(query, push) {
+  if (!push) {
+    history.replaceState(history.state, "", pageAddress(query));
+    return;
+  }
+  let state = null;
+  if (query.kind === "file") {
+    historyFiles.set(++fileSeq, query.file);
+    state = { kind: "file", fileId: fileSeq };
+  } else if (query.kind === "product") {
+    state = { kind: "product", id: query.id, title: query.title || null, thumb: query.thumb || null };
+  }
+  history.pushState(state, "", pageAddress(query));
+}
+
+function addCategory(value, label) {
+  const opt = document.createElement("option");
+  opt.value = value;
+  opt.textContent = label;
+  els.category.append(opt);
+  els.category.value = value;
+}
+
+/** Show the search the address and history entry describe (page load, Back and Forward). */
+async function restore(state) {
+  const params = new URLSearchParams(location.search);
+  const k = params.get("k");
+  els.k.value = [...els.k.options].some((o) => o.value === k) ? k : DEFAULT_K;
+  els.rerank.checked = params.get("rerank") !== "0";
+  const category = params.get("category") || "";
+  if (category && ![...els.category.options].some((o) => o.value === category)) addCategory(category, category);
+  els.category.value = category;
+  clearError();
+  const product = params.get("product");
+  const url = params.get("url");
+  if (state?.kind === "file" && historyFiles.has(state.fileId)) {
+    searchFile(historyFiles.get(state.fileId), false);
+  } else if (product) {
+    let hit = { product_id: product };
+    if (state?.kind === "product" && state.id === product) {
+      hit = { product_id: product, title: state.title, thumbnail_url: state.thumb };
+    } else {
+      try { // a shared or typed address: the product's title and picture for the preview
+        const r = await api(`/v1/products/${encodeURIComponent(product)}`);
+        if (r.ok) {
+          const doc = await r.json();
+          hit = { product_id: product, title: doc.title, thumbnail_url: (doc.thumbnail_urls || [])[0] };
+        }
+      } catch (_) { /* the search below shows what went wrong */ }
+    }
+    searchProduct(hit, false);
+  } else if (url) {
+    els.url.value = url;
+    searchUrl(url, false);
+  } else { // the page as it opens (a photo from before a reload cannot come back)
+    requestSeq++; // a search still running must not fill the grid
+    setBusy(false);
+    lastQuery = null;
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+    els.preview.hidden = true;
+    els.dropEmpty.hidden = false;
+    els.rerank.disabled = false;
+    clearResults(INITIAL.title, INITIAL.sub);
+  }
 }
 
 $("choose-button").addEventListener("click", () => els.file.click());
@@ -409,9 +506,13 @@ $("camera-button").addEventListener("click", () => els.camera.click());
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 els.camera.addEventListener("change", () => { searchFile(els.camera.files[0]); els.camera.value = ""; });
 els.urlForm.addEventListener("submit", (e) => { e.preventDefault(); searchUrl(els.url.value); });
-els.category.addEventListener("change", runSearch);
-els.k.addEventListener("change", runSearch);
-els.rerank.addEventListener("change", () => { if (lastQuery && lastQuery.kind !== "product") runSearch(); });
+els.category.addEventListener("change", () => { remember(lastQuery, false); runSearch(); });
+els.k.addEventListener("change", () => { remember(lastQuery, false); runSearch(); });
+els.rerank.addEventListener("change", () => {
+  remember(lastQuery, false);
+  if (lastQuery && lastQuery.kind !== "product") runSearch();
+});
+window.addEventListener("popstate", (e) => restore(e.state));
 els.keyForm.addEventListener("submit", async (e) => {
   e.preventDefault(); // the key never goes into a URL
   const key = els.keyInput.value.trim();
@@ -457,9 +558,12 @@ els.drop.addEventListener("drop", (e) => {
   if (text) { els.url.value = text; searchUrl(text); }
 });
 document.addEventListener("paste", (e) => {
-  if (e.target === els.url) return;
+  if (e.target instanceof Element && e.target.closest("input, textarea, select, [contenteditable]")) return;
   const item = [...(e.clipboardData?.items || [])].find((it) => it.kind === "file");
-  if (item) searchFile(item.getAsFile());
+  if (item) { searchFile(item.getAsFile()); return; }
+  const text = (e.clipboardData?.getData("text/plain") || "").trim(); // a copied image link
+  if (/^https?:\/\/\S+$/i.test(text)) { els.url.value = text; searchUrl(text); }
 });
 
 loadStats();
+restore(history.state);
