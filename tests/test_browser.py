@@ -280,7 +280,9 @@ def test_more_like_this_from_the_keyboard_keeps_focus_and_disables_the_photo_che
     assert not page.is_disabled("#rerank-check")
 
 
-def test_back_and_forward_walk_the_searches_and_the_address_names_the_product(page, server, tmp_path, fmnist_test):
+def test_back_and_forward_walk_the_searches_and_the_address_names_the_product(
+    page, server, tmp_path, fmnist_test
+):
     photo = tmp_path / "p.png"
     photo.write_bytes(photo_bytes(fmnist_test[0][17]))
     page.set_input_files("#file-input", str(photo))
