@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -30,6 +30,7 @@ from lookalike.errors import (
     ImageError,
     ImagesGone,
     InvalidRequest,
+    ModelError,
     ModelMismatchError,
     ProductNotFound,
     StoreError,
@@ -39,6 +40,9 @@ from lookalike.index import ExactIndex, VectorIndex
 from lookalike.progress import progress_bar
 from lookalike.sources import Source, SourceProduct, open_source
 from lookalike.store import NewImage, ProductRecord, ProductWrite, Store, open_store
+
+if TYPE_CHECKING:
+    from lookalike.text import Tag, TextModel
 
 Product = ProductRecord
 ImageInput = Image.Image | np.ndarray | str | Path | bytes
@@ -638,6 +642,52 @@ class Catalog:
                 hits.append(Hit(label[0], round(float(score), 6), iid, label[1], label[2]))
         return hits
 
+    # --- words ------------------------------------------------------------------------------
+    def text_model(self, text_model: TextModel | str | Path | None = None) -> TextModel:
+        """``text_model`` (a :class:`~lookalike.text.TextModel` or the path of one), else the
+        ``text_model`` setting (``LOOKALIKE_TEXT_MODEL``), checked against this catalog's vectors."""
+        from lookalike.text import TextModel, load_text_model
+
+        if text_model is None:
+            text_model = self.settings.text_model
+            if not text_model:
+                raise ModelError(
+                    "no text model: train one on this catalog with `lookalike train text --out text.pt`, "
+                    "then pass it (--text-model text.pt) or set LOOKALIKE_TEXT_MODEL"
+                )
+        if not isinstance(text_model, TextModel):
+            text_model = _load_text_model_cached(
+                str(Path(text_model).expanduser().resolve()), load_text_model
+            )
+        models = self.store.models()
+        if text_model.image_model not in models:
+            have = ", ".join(sorted(models)) or "none"
+            raise ModelMismatchError(
+                f"the text model maps words into {text_model.image_model!r}, but this catalog has "
+                f"vectors of {have}: train a text model on this catalog (`lookalike train text`)"
+            )
+        return text_model
+
+    def search_text(
+        self,
+        text: str,
+        k: int = 10,
+        filters: dict[str, str] | None = None,
+        *,
+        text_model: TextModel | str | Path | None = None,
+    ) -> list[Hit]:
+        """Top-k products for words ("red tote bag"): the words go into the image space through a
+        text model trained on this catalog (:mod:`lookalike.text`), then search like a photo."""
+        tm = self.text_model(text_model)
+        return self.search_vector(tm.embed_texts([text])[0], k=k, filters=filters, model=tm.image_model)
+
+    def tag(
+        self, query: ImageInput, k: int = 5, *, text_model: TextModel | str | Path | None = None
+    ) -> list[Tag]:
+        """The catalog's ``k`` tags (categories, frequent attribute values) nearest to a photo."""
+        tm = self.text_model(text_model)
+        return tm.tag_vector(self.embed_query(query, tm.image_model), k=k)
+
     def product_vector(self, product_id: str, model: str | None = None) -> np.ndarray:
         """A product's vector: the normalised mean of its images' vectors."""
         model = self._name(model)
@@ -830,3 +880,22 @@ def _batches(source: Iterable[SourceProduct], max_images: int) -> Iterator[list[
             batch, n = [], 0
     if batch:
         yield batch
+
+
+_text_models: dict[tuple[str, float], Any] = {}
+_text_models_lock = threading.Lock()
+
+
+def _load_text_model_cached(path: str, load: Callable[[str], Any]):
+    """A text model file, loaded once per process (again when the file changes)."""
+    try:
+        mtime = Path(path).stat().st_mtime
+    except OSError:
+        return load(path)  # names the problem
+    with _text_models_lock:
+        key = (path, mtime)
+        if key not in _text_models:
+            if len(_text_models) >= 8:
+                _text_models.clear()
+            _text_models[key] = load(path)
+        return _text_models[key]

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     #: how the verifier computes: fp32, or bf16 (about twice as fast on CPUs with native bfloat16,
     #: AVX512-BF16 or AMX, and possibly slower elsewhere; its logits move by up to about 0.1)
     verifier_precision: Literal["fp32", "bf16"] = "fp32"
+    #: a text model from `lookalike train text` (words -> the catalog model's space), for text
+    #: search and tags; none by default
+    text_model: str | None = None
 
     # image safety limits
     max_image_bytes: int = 20 * 1024 * 1024

@@ -107,7 +107,7 @@ class SearchResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    """Search with exactly one of ``image_url``, ``image_base64`` or ``product_id``."""
+    """Search with exactly one of ``image_url``, ``image_base64``, ``product_id`` or ``text``."""
 
     image_url: str | None = Field(
         None, max_length=4096, description="An http(s) image URL (public hosts only)."
@@ -115,6 +115,13 @@ class SearchRequest(BaseModel):
     image_base64: str | None = Field(None, description="Image file bytes, base64-encoded.")
     product_id: str | None = Field(
         None, pattern=PRODUCT_ID_PATTERN, description="Find products that look like this catalog product."
+    )
+    text: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description='Words to search with ("ankle boots"); needs a text model on the server '
+        "(LOOKALIKE_TEXT_MODEL, from `lookalike train text`).",
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many products to return.")
     rerank: int = Field(0, ge=0, le=MAX_RERANK, description=RERANK_DESCRIPTION)
@@ -133,20 +140,28 @@ class SearchRequest(BaseModel):
                     "filters": {"category": "Ankle boot"},
                 },
                 {"product_id": "fmnist-test-0", "k": 10},
+                {"text": "ankle boots", "k": 10},
             ]
         },
     )
 
     @model_validator(mode="after")
     def _exactly_one_query(self) -> SearchRequest:
-        given = [n for n in ("image_url", "image_base64", "product_id") if getattr(self, n)]
+        given = [n for n in ("image_url", "image_base64", "product_id", "text") if getattr(self, n)]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of image_url, image_base64 or product_id"
+                "give exactly one of image_url, image_base64, product_id or text"
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.rerank and self.product_id:
             raise ValueError("rerank checks a photo; a product_id search has none (leave rerank at 0)")
+        if self.text is not None:
+            if not self.text.strip():
+                raise ValueError("text is blank: give some words to search with")
+            if self.rerank:
+                raise ValueError("rerank checks a photo; a text search has none (leave rerank at 0)")
+            if self.model:
+                raise ValueError("a text search uses the text model's image model: leave model out")
         return self
 
 
@@ -274,6 +289,9 @@ class StatsPublic(BaseModel):
     embeddings: int
     models: dict[str, int]
     categories: dict[str, int]
+    text_search: bool = Field(
+        False, description="Whether `POST /v1/search` takes `text` here (the server has a text model)."
+    )
 
 
 class HealthStatus(BaseModel):

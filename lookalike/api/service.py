@@ -170,6 +170,8 @@ class WarmUp:
         try:
             embedder = self.catalog.embedder()
             self.catalog.search_vector(np.zeros(embedder.dim, dtype=np.float32), k=1)
+            if self.catalog.settings.text_model:  # LOOKALIKE_TEXT_MODEL: loads, and fits this catalog
+                self.catalog.text_model().tag_vectors()
             self.state = "ok"
         except Exception as exc:  # reported by /readyz; a later /readyz retries
             log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)

@@ -1,4 +1,4 @@
-"""Catalog commands: index, search, similar, delete, stats, check-index."""
+"""Catalog commands: index, search, tag, similar, delete, stats, check-index."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from lookalike.cli.app import app
 from lookalike.cli.options import (
@@ -16,6 +17,7 @@ from lookalike.cli.options import (
     JsonOption,
     KOption,
     ModelOption,
+    TextModelOption,
     console,
     err_console,
     open_catalog,
@@ -120,7 +122,19 @@ def _warn_skipped(src) -> None:
 
 @app.command()
 def search(
-    image: Annotated[str, typer.Argument(help="Image path or http(s) URL.")],
+    image: Annotated[
+        str | None,
+        typer.Argument(help="Image path or http(s) URL (or give --text instead).", show_default=False),
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(
+            help='Search with words instead of a photo ("ankle boots"): needs a text model trained '
+            "on this catalog (`lookalike train text`).",
+            show_default=False,
+        ),
+    ] = None,
+    text_model: TextModelOption = None,
     db: DbOption = None,
     model: ModelOption = None,
     k: KOption = 10,
@@ -144,15 +158,57 @@ def search(
         ),
     ] = None,
 ) -> None:
-    """Find the products that look like an image."""
+    """Find the products that look like an image, or that match words (--text)."""
+    if (image is None) == (text is None):
+        raise InvalidRequest(
+            "give an image to search with, or words with --text (not both)"
+            if image is not None
+            else 'give an image path or URL to search with, or words with --text "ankle boots"'
+        )
     if verifier is not None and not rerank:
         raise InvalidRequest("--verifier only acts when re-ranking: add --rerank N (for example --rerank 20)")
+    if text is not None:
+        if rerank or model:
+            raise InvalidRequest(
+                "--rerank and --model do not apply to --text (the text model maps into one model's space)"
+            )
+        with open_catalog(db) as cat:
+            tm = cat.text_model(text_model)
+            hits = cat.search_text(text, k=k, filters=parse_filters(filter), text_model=tm)
+            print_hits(text, tm.image_model, hits, json_)
+        return
+    if text_model is not None:
+        raise InvalidRequest("--text-model only acts with --text")
     with open_catalog(db) as cat:
         model = model or cat.model
         hits = cat.search(
             image, k=k, filters=parse_filters(filter), model=model, rerank=rerank, verifier=verifier
         )
         print_hits(image, model, hits, json_)
+
+
+@app.command()
+def tag(
+    image: Annotated[str, typer.Argument(help="Image path or http(s) URL.")],
+    text_model: TextModelOption = None,
+    db: DbOption = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many tags to show.")] = 5,
+    json_: JsonOption = False,
+) -> None:
+    """Suggest tags for a photo: the catalog's categories and attribute values nearest to it."""
+    with open_catalog(db) as cat:
+        tm = cat.text_model(text_model)
+        tags = cat.tag(image, k=k, text_model=tm)
+    if json_:
+        doc = {"query": image, "model": tm.image_model, "tags": [t.to_dict() for t in tags]}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    table = Table(title=f"{image}  ·  tags from {tm.path or 'the text model'}")
+    for col in ("#", "tag", "kind", "score"):
+        table.add_column(col, justify="right" if col in {"#", "score"} else "left")
+    for i, t in enumerate(tags, 1):
+        table.add_row(str(i), t.tag, t.kind, f"{t.score:.4f}")
+    console.print(table)
 
 
 @app.command()

@@ -36,6 +36,13 @@ FilterOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+TextModelOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Text model from `lookalike train text` \\[default: the LOOKALIKE_TEXT_MODEL setting]",
+        show_default=False,
+    ),
+]
 
 
 def index_hint(data: str) -> str:

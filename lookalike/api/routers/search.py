@@ -175,6 +175,15 @@ def search_similar(service: Service, product_id: str, k: int, filters, model: st
     )
 
 
+def search_text(service: Service, text: str, k: int, filters) -> SearchResponse:
+    """Words -> the image space (the server's text model) -> search: runs in an inference thread."""
+    catalog = service.catalog
+    tm = catalog.text_model(service.settings.text_model)
+    return search_response(
+        text, tm.image_model, catalog.search_text(text, k=k, filters=filters, text_model=tm)
+    )
+
+
 @router.post(
     "/search",
     response_model=SearchResponse,
@@ -199,7 +208,8 @@ async def search(
     """Find the catalog products that look like a photo.
 
     - **multipart/form-data**: an `image` file field, plus optional `k`, `category`, `filter` fields;
-    - **application/json**: one of `image_url`, `image_base64` or `product_id`, plus `k` and `filters`;
+    - **application/json**: one of `image_url`, `image_base64`, `product_id` or `text` (words, with
+      the server's text model), plus `k` and `filters`;
     - **image/\\***: the raw image bytes as the body; `k`, `category`, `filter` in the query string.
 
     Returns the same document as `lookalike search --json`, with a thumbnail URL per hit.
@@ -213,6 +223,13 @@ async def search(
             return await service.inference.run(
                 search_similar, service, body.product_id, body.k, filters, body.model
             )
+        if body.text is not None:
+            if not service.settings.text_model:
+                raise InvalidRequest(
+                    "this server has no text model, so it cannot search with words: search with a photo, "
+                    "or start it with LOOKALIKE_TEXT_MODEL set to a model from `lookalike train text`"
+                )
+            return await service.inference.run(search_text, service, body.text, body.k, filters)
         if body.image_url:
             url = require_url(body.image_url, "image_url")
             return await service.inference.run(

@@ -44,7 +44,8 @@ def redact_db_url(url: str) -> str:
 def stats(catalog: CatalogDep) -> StatsPublic:
     """Product, image and embedding counts, the models and the categories (with product counts)."""
     s = catalog.stats()
-    return StatsPublic(**{**s, "db": redact_db_url(str(s["db"]))})
+    text = bool(catalog.settings.text_model)
+    return StatsPublic(**{**s, "db": redact_db_url(str(s["db"])), "text_search": text})
 
 
 @router.get("/healthz", response_model=HealthStatus, summary="Liveness")
