@@ -171,6 +171,7 @@ def test_hnsw_options_from_the_url(postgres_db_url):
     for bad, message in [
         ("?hnsw_m=abc", "hnsw_m must be an integer"),
         ("?hnsw_eff=3", "unknown option"),
+        ("?sslmod=disable", 'invalid URI query parameter: "sslmod"'),  # libpq's options are checked too
         ("?hnsw_m=64&hnsw_ef_construction=64", "ef_construction >= 2\\*m"),
     ]:
         with pytest.raises(InvalidRequest, match=message):

@@ -145,7 +145,12 @@ def split_options(url: str) -> tuple[str, dict[str, int]]:
                 raise InvalidRequest(f"{redact(url)}: {key} must be an integer, got {value!r}") from None
         else:
             keep.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(keep))), options
+    libpq_url = urlunsplit(parts._replace(query=urlencode(keep)))
+    try:  # libpq's own options (sslmode=...): a misspelt one is named here, not deep in a connect
+        psycopg.conninfo.conninfo_to_dict(libpq_url)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidRequest(f"{redact(url)}: {str(exc).strip()}") from None
+    return libpq_url, options
 
 
 def _check_hnsw(options: dict[str, int], url: str) -> None:
