@@ -666,6 +666,13 @@ class Catalog:
                 f"the text model maps words into {text_model.image_model!r}, but this catalog has "
                 f"vectors of {have}: train a text model on this catalog (`lookalike train text`)"
             )
+        stored = self.store.get_meta(f"fingerprint:{text_model.image_model}")
+        if text_model.image_fingerprint and stored and stored != text_model.image_fingerprint:
+            raise ModelMismatchError(
+                f"the text model learned from {text_model.image_model!r} vectors of other weights "
+                f"({text_model.image_fingerprint}) than this catalog's ({stored}): train it again on "
+                "this catalog (`lookalike train text`)"
+            )
         return text_model
 
     def search_text(

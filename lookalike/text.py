@@ -57,6 +57,8 @@ class TextModel:
     intercept: np.ndarray  # (image dim,)
     tags: list[str] = field(default_factory=list)
     tag_kinds: list[str] = field(default_factory=list)
+    #: the weights of the image model whose vectors it learned from (the catalog's record of them)
+    image_fingerprint: str | None = None
     recipe: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     path: Path | None = None
@@ -116,6 +118,7 @@ class TextModel:
                 "encoder": self.encoder,
                 "encoder_dim": int(self.coef.shape[0]),
                 "image_model": self.image_model,
+                "image_fingerprint": self.image_fingerprint,
                 "dim": self.dim,
             },
             preprocess={},
@@ -139,6 +142,7 @@ def load_text_model(path: str | Path) -> TextModel:
             intercept=state["intercept"].float().numpy(),
             tags=[str(t) for t in extra.get("tags", [])],
             tag_kinds=[str(t) for t in extra.get("tag_kinds", [])],
+            image_fingerprint=arch.get("image_fingerprint"),
             recipe=payload.get("recipe", {}),
             metrics=payload.get("metrics", {}),
             path=Path(path),
@@ -238,6 +242,7 @@ def train_text_model(
     min_tag_count: int = 5,
     holdout: float = 0.1,
     seed: int = 0,
+    max_products: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> TextModel:
@@ -246,7 +251,8 @@ def train_text_model(
     ``holdout`` of the products (at random, ``seed``) are kept out of a first fit to measure it:
     ``metrics`` holds text -> product Recall@K among them and, where products have categories, how
     often a held-out product's photo gets its own category as the first tag. The returned model is
-    then fit on every product."""
+    then fit on every product (on ``max_products`` of them at random, when given: a catalog of few
+    distinct words needs no more)."""
     from lookalike.embedders._text import load_text_encoder
     from lookalike.progress import progress_bar
 
@@ -254,9 +260,14 @@ def train_text_model(
         raise InvalidRequest(f"alpha must be positive, got {alpha}")
     if not 0 <= holdout < 1:
         raise InvalidRequest(f"holdout must be in [0, 1), got {holdout}")
+    if max_products is not None and max_products < 10:
+        raise InvalidRequest(f"max_products must be at least 10, got {max_products}")
     say = log or (lambda _msg: None)
     image_model = catalog._name(model)
     ids, vectors = catalog.product_vectors(image_model)
+    if max_products is not None and len(ids) > max_products:
+        pick = np.sort(np.random.default_rng(seed).choice(len(ids), max_products, replace=False))
+        ids, vectors = [ids[i] for i in pick], vectors[pick]
     records_by_id = catalog.get_products(ids)
     records = [records_by_id[i] for i in ids if i in records_by_id]
     texts = [product_text(r) for r in records]
@@ -332,6 +343,13 @@ def train_text_model(
         intercept=fit.intercept_.astype(np.float32),
         tags=tags,
         tag_kinds=kinds,
-        recipe={"alpha": alpha, "min_tag_count": min_tag_count, "holdout": holdout, "seed": seed},
+        image_fingerprint=catalog.store.get_meta(f"fingerprint:{image_model}"),
+        recipe={
+            "alpha": alpha,
+            "min_tag_count": min_tag_count,
+            "holdout": holdout,
+            "seed": seed,
+            "max_products": max_products,
+        },
         metrics=metrics,
     )

@@ -103,6 +103,24 @@ def test_a_text_model_for_another_image_model_is_refused(text_model_path, tmp_pa
             cat.search_text("bag", text_model=text_model_path)
 
 
+def test_a_text_model_from_other_weights_of_its_model_is_refused(catalog_db, text_model_path):
+    tm = load_text_model(text_model_path)
+    assert tm.image_fingerprint and tm.image_fingerprint.startswith("sha256:")
+    tm.image_fingerprint = "sha256:0123456789abcdef"  # as if learned from an earlier default model
+    with Catalog.open(catalog_db) as cat:
+        with pytest.raises(ModelMismatchError, match="other weights .* train it again"):
+            cat.search_text("bag", text_model=tm)
+
+
+def test_max_products_learns_from_a_sample(catalog_db):
+    with Catalog.open(catalog_db) as cat:
+        tm = train_text_model(cat, progress=False, max_products=100, holdout=0.2)
+        with pytest.raises(InvalidRequest, match="max_products must be at least 10"):
+            train_text_model(cat, progress=False, max_products=3)
+    assert tm.metrics["products"] == 100 and tm.metrics["holdout"] == 20
+    assert tm.recipe["max_products"] == 100
+
+
 def test_bad_inputs_are_named(catalog_db, text_model_path, tmp_path):
     with Catalog.open(catalog_db) as cat:
         with pytest.raises(ModelError, match="no text model"):
@@ -172,4 +190,31 @@ def test_api_searches_with_words_when_the_server_has_a_text_model(catalog_db, te
     with TestClient(create_app(Settings(), db=catalog_db), raise_server_exceptions=False) as client:
         assert client.get("/v1/stats").json()["text_search"] is False
         r = client.post("/v1/search", json={"text": "ankle boots"})
+        assert r.status_code == 422 and "no text model" in r.json()["error"]["message"]
+
+
+def test_api_tags_a_photo_uploaded_or_by_base64(catalog_db, text_model_path, fmnist_test):
+    import base64
+
+    boot = photo_bytes(fmnist_test[0][0], "JPEG", size=120)  # item 0 is an ankle boot
+    with TestClient(create_app(Settings(text_model=text_model_path), db=catalog_db)) as client:
+        r = client.post("/v1/tags", files={"image": ("boot.jpg", boot, "image/jpeg")}, data={"k": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["query"] == "boot.jpg" and body["model"] == "default" and len(body["tags"]) == 3
+        assert body["tags"][0]["tag"] == "Ankle boot" and body["tags"][0]["kind"] == "category"
+        scores = [t["score"] for t in body["tags"]]
+        assert scores == sorted(scores, reverse=True)
+        r = client.post("/v1/tags", json={"image_base64": base64.b64encode(boot).decode(), "k": 1})
+        assert r.status_code == 200 and [t["tag"] for t in r.json()["tags"]] == ["Ankle boot"]
+        r = client.post("/v1/tags", content=boot, headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 200 and len(r.json()["tags"]) == 5
+        r = client.post("/v1/tags", json={"image_url": "http://127.0.0.1:1/x.png"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "url_not_allowed"
+        r = client.post("/v1/tags", files={"image": ("x.jpg", b"not an image", "image/jpeg")})
+        assert r.status_code == 400 and "x.jpg" in r.json()["error"]["message"]
+        r = client.post("/v1/tags", json={"k": 3})
+        assert r.status_code == 422 and "exactly one" in r.json()["error"]["message"]
+    with TestClient(create_app(Settings(), db=catalog_db)) as client:
+        r = client.post("/v1/tags", files={"image": ("boot.jpg", boot, "image/jpeg")})
         assert r.status_code == 422 and "no text model" in r.json()["error"]["message"]

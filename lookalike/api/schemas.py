@@ -165,6 +165,60 @@ class SearchRequest(BaseModel):
         return self
 
 
+# --- tags --------------------------------------------------------------------------------------
+MAX_TAGS_K = 50
+
+
+class TagsRequest(BaseModel):
+    """Tags for a photo given as exactly one of ``image_url`` or ``image_base64``."""
+
+    image_url: str | None = Field(
+        None, max_length=4096, description="An http(s) image URL (public hosts only)."
+    )
+    image_base64: str | None = Field(None, description="Image file bytes, base64-encoded.")
+    k: int = Field(5, ge=1, le=MAX_TAGS_K, description="How many tags to return.")
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"image_url": "https://shop.example/boot.jpg"}]}
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_image(self) -> TagsRequest:
+        given = [n for n in ("image_url", "image_base64") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of image_url or image_base64")
+        return self
+
+
+class TagPublic(BaseModel):
+    tag: str
+    kind: str = Field(description='"category", or the attribute the value belongs to.')
+    score: float = Field(description="Cosine similarity between the photo and the tag's words.")
+
+
+class TagsResponse(BaseModel):
+    """The catalog's tags nearest to a photo, best first (``lookalike tag --json``)."""
+
+    query: str
+    model: str
+    tags: list[TagPublic]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "photo.jpg",
+                    "model": "default",
+                    "tags": [
+                        {"tag": "Ankle boot", "kind": "category", "score": 0.59},
+                        {"tag": "Sneaker", "kind": "category", "score": 0.26},
+                    ],
+                }
+            ]
+        }
+    )
+
+
 # --- products ----------------------------------------------------------------------------------
 class ProductPublic(BaseModel):
     product_id: str

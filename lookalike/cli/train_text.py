@@ -32,7 +32,11 @@ def train_text_cmd(
     holdout: Annotated[
         float, typer.Option(min=0.0, max=0.9, help="Share of products held out to measure the map first.")
     ] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the held-out split.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split and the sample.")] = 0,
+    max_products: Annotated[
+        int | None,
+        typer.Option(min=10, help="Learn from this many products at random (default: all of them)."),
+    ] = None,
 ) -> None:
     """Learn words -> this catalog's image space from its products' titles, categories and
     attributes; then `lookalike search --text` and `lookalike tag` use it."""
@@ -48,6 +52,7 @@ def train_text_cmd(
             min_tag_count=min_tag_count,
             holdout=holdout,
             seed=seed,
+            max_products=max_products,
             log=lambda msg: console.print(msg, highlight=False),
         )
     tm.recipe["command"] = shlex.join(["lookalike", *sys.argv[1:]])

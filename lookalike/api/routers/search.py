@@ -25,11 +25,15 @@ from lookalike.api.schemas import (
     FILTERS_DESCRIPTION,
     MAX_K,
     MAX_RERANK,
+    MAX_TAGS_K,
     RERANK_DESCRIPTION,
     ErrorResponse,
     HitPublic,
     SearchRequest,
     SearchResponse,
+    TagPublic,
+    TagsRequest,
+    TagsResponse,
     image_url,
 )
 from lookalike.api.service import Service
@@ -184,6 +188,82 @@ def search_text(service: Service, text: str, k: int, filters) -> SearchResponse:
     )
 
 
+def _text_model_or_refuse(service: Service) -> None:
+    if not service.settings.text_model:
+        raise InvalidRequest(
+            "this server has no text model, so it cannot search with words or give tags: start it "
+            "with LOOKALIKE_TEXT_MODEL set to a model from `lookalike train text`"
+        )
+
+
+def tag_image(service: Service, image: bytes | str, name: str, k: int) -> TagsResponse:
+    """Load (or fetch, SSRF-guarded) the image and tag it: runs in an inference thread."""
+    catalog = service.catalog
+    tm = catalog.text_model(service.settings.text_model)
+    loaded = load_image(image, settings=service.settings, name=name)
+    vector = catalog.embedder(tm.image_model).embed_image(loaded.image)
+    tags = [TagPublic(**t.to_dict()) for t in tm.tag_vector(vector, k=k)]
+    return TagsResponse(query=name, model=tm.image_model, tags=tags)
+
+
+@router.post(
+    "/tags",
+    response_model=TagsResponse,
+    responses=ERRORS,
+    summary="Tags for a photo",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                JSON: {"schema": TagsRequest.model_json_schema()},
+                MULTIPART: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "image": {"type": "string", "format": "binary"},
+                            "k": {"type": "integer"},
+                        },
+                        "required": ["image"],
+                    }
+                },
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
+async def tags(
+    request: Request,
+    service: ServiceDep,
+    k: Annotated[int | None, Query(ge=1, le=MAX_TAGS_K, description="How many tags (uploads).")] = None,
+) -> TagsResponse:
+    """The catalog's tags (its categories, frequent attribute values) nearest to a photo, with the
+    server's text model (`LOOKALIKE_TEXT_MODEL`). Takes the image as `search` does: a multipart
+    `image` field, JSON with `image_url` or `image_base64`, or a raw `image/*` body."""
+    _text_model_or_refuse(service)
+    limit = service.settings.max_upload_bytes
+    kind = media_type(request)
+    if kind == JSON:
+        body: TagsRequest = await read_json(request, TagsRequest)
+        if body.image_url:
+            url = require_url(body.image_url, "image_url")
+            return await service.inference.run(tag_image, service, url, url, body.k)
+        data = decode_base64(body.image_base64, item="image_base64", limit=limit)
+        return await service.inference.run(tag_image, service, data, "image_base64", body.k)
+    if kind == MULTIPART:
+        form = await read_form(request, max_files=1)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise InvalidRequest("multipart tags needs a file field named 'image'")
+        data = await read_upload(upload, limit)
+        form_k = parse_k(form.get("k"), default=k or 5, max_k=MAX_TAGS_K)
+        return await service.inference.run(tag_image, service, data, upload.filename or "upload", form_k)
+    if kind.startswith("image/"):
+        data = await request.body()
+        if len(data) > limit:
+            raise TooLargeError("upload", f"upload is {len(data)} bytes, limit is {limit}", kind="too_large")
+        return await service.inference.run(tag_image, service, data, "upload", k or 5)
+    raise unsupported_media(request, [MULTIPART, JSON, "image/*"])
+
+
 @router.post(
     "/search",
     response_model=SearchResponse,
@@ -224,11 +304,7 @@ async def search(
                 search_similar, service, body.product_id, body.k, filters, body.model
             )
         if body.text is not None:
-            if not service.settings.text_model:
-                raise InvalidRequest(
-                    "this server has no text model, so it cannot search with words: search with a photo, "
-                    "or start it with LOOKALIKE_TEXT_MODEL set to a model from `lookalike train text`"
-                )
+            _text_model_or_refuse(service)
             return await service.inference.run(search_text, service, body.text, body.k, filters)
         if body.image_url:
             url = require_url(body.image_url, "image_url")
