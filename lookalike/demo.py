@@ -1,5 +1,5 @@
-"""`make demo`: index the Fashion-MNIST catalog (once) with the default model, show a search,
-then serve the web page when the service is installed."""
+"""`make demo`: index the Fashion-MNIST catalog (once) with the default model, learn its words
+(once), show a search by photo and one by words, then serve the web page."""
 
 from __future__ import annotations
 
@@ -43,15 +43,47 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold]search: a rotated, enlarged photo of test item fmnist-test-0 (Ankle boot)[/]")
         for i, h in enumerate(hits, 1):
             console.print(f"  {i}. {h.product_id:18s} {h.score:.3f}  {h.category}")
+        text_model = _text_model(cat, args.db, console)
+        words = "running shoes"
+        hits = cat.search_text(words, k=5, text_model=text_model)
+        console.print(f"[bold]search with words: {words!r}[/]")
+        for i, h in enumerate(hits, 1):
+            console.print(f"  {i}. {h.product_id:18s} {h.score:.3f}  {h.category}")
     if args.no_serve:
         return 0
     try:
         from lookalike.api.app import serve
     except ImportError:
         return 0
+    import os
+
+    from lookalike.config import Settings
+
+    settings = Settings(text_model=os.environ.get("LOOKALIKE_TEXT_MODEL") or str(text_model.path))
     console.print(f"[bold green]open http://{args.host}:{args.port}/[/] (Ctrl-C to stop)")
-    serve(db=args.db, host=args.host, port=args.port)
+    serve(db=args.db, host=args.host, port=args.port, settings=settings)
     return 0
+
+
+def _text_model(cat, db: str, console):
+    """The demo's text model beside its catalog (trained once, on 10,000 products: the catalog has
+    ten categories of words), trained again when the catalog's vectors changed."""
+    from pathlib import Path
+
+    from lookalike.errors import ModelError
+    from lookalike.text import train_text_model
+
+    path = Path(db).with_name(Path(db).stem + "-text.pt")
+    if path.is_file():
+        try:
+            return cat.text_model(path)
+        except ModelError as exc:
+            console.print(f"[yellow]{exc}[/]: training it again")
+    console.print(f"[bold]learning words -> images from the catalog's titles and categories ({path})[/]")
+    tm = train_text_model(cat, max_products=10_000, log=console.print)
+    tm.recipe["command"] = f"python -m lookalike.demo --db {db}"
+    tm.save(path)
+    return cat.text_model(path)
 
 
 def _set_aside_if_stale(db: str, model: str, console) -> None:

@@ -37,6 +37,20 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def text_server(tmp_path_factory):
+    """The same catalog with a text model trained on it (LOOKALIKE_TEXT_MODEL): words and tags."""
+    from lookalike.catalog import Catalog
+    from lookalike.text import train_text_model
+
+    home = tmp_path_factory.mktemp("browser-text")
+    db = index_small_catalog(str(home / "text-catalog.db"))
+    with Catalog.open(db) as cat:
+        path = train_text_model(cat, progress=False).save(home / "text.pt")
+    with serve_catalog(home, {"LOOKALIKE_TEXT_MODEL": str(path)}, db=db) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
 def protected_server(tmp_path_factory):
     """The same, with an API key that reads need too (LOOKALIKE_PROTECT_READS)."""
     env = {"LOOKALIKE_API_KEY": KEY, "LOOKALIKE_PROTECT_READS": "1"}
@@ -45,8 +59,10 @@ def protected_server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def serve_catalog(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    db = index_small_catalog(str(home / "catalog.db"))
+def serve_catalog(
+    home: Path, extra_env: dict[str, str] | None = None, db: str | None = None
+) -> Iterator[str]:
+    db = db or index_small_catalog(str(home / "catalog.db"))
     port = free_port()
     env = {
         **os.environ,
@@ -355,6 +371,53 @@ def test_a_link_pasted_anywhere_on_the_page_is_searched(page):
     page.wait_for_selector("#error:not([hidden])")  # searched, and refused by the server: loopback
     assert "loopback" in page.inner_text("#error") and page.input_value("#url-input") == link
     assert parse_qs(urlparse(page.url).query) == {"url": [link]}
+
+
+def test_words_search_the_catalog_and_a_photo_gets_tags_that_search_with_theirs(
+    browser, text_server, tmp_path, fmnist_test
+):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(text_server + "/")
+    page.wait_for_selector("#text-form:not([hidden])")  # the server has a text model
+    page.fill("#text-input", "Bag")
+    page.click("#text-form button")
+    page.wait_for_selector("#results-title:has-text('Products matching')")
+    page.wait_for_selector("#results-panel[aria-busy='false']")
+    shot(page, "08-text-search")
+    expected = httpx.post(f"{text_server}/v1/search", json={"text": "Bag", "k": 12}).json()
+    assert card_ids(page) == [h["product_id"] for h in expected["results"]]
+    chips = page.eval_on_selector_all(".card .chip", "chips => chips.map(c => c.textContent)")
+    assert chips.count("Bag") >= 9, chips
+    assert parse_qs(urlparse(page.url).query) == {"q": ["Bag"]}
+    assert page.is_disabled("#rerank-check")  # words have no photo to check against
+    assert page.inner_text("#query-caption") == "\u201cBag\u201d"
+
+    photo = tmp_path / "boot.png"
+    data = photo_bytes(fmnist_test[0][0])
+    photo.write_bytes(data)
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector("#query-tags:not([hidden]) .tag")
+    shot(page, "09-photo-tags")
+    tags = httpx.post(
+        f"{text_server}/v1/tags", files={"image": ("boot.png", data, "image/png")}, data={"k": 3}
+    )
+    expected_tags = [t["tag"] for t in tags.json()["tags"]]
+    assert page.eval_on_selector_all(".tag", "ts => ts.map(t => t.textContent)") == expected_tags
+    page.locator(".tag").first.click()  # a tag searches with its words
+    page.wait_for_selector(f"#results-title:has-text('{expected_tags[0]}')")
+    assert parse_qs(urlparse(page.url).query) == {"q": [expected_tags[0]]}
+    assert page.is_hidden("#query-tags")
+    page.go_back()  # the photo again, with its tags
+    page.wait_for_selector("#query-tags:not([hidden]) .tag")
+    context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+def test_without_a_text_model_the_page_has_no_words_box(page):
+    assert page.is_hidden("#text-form")
 
 
 def test_private_url_is_refused_on_the_page(page):

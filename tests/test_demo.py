@@ -36,3 +36,24 @@ def test_a_demo_catalog_from_older_weights_is_set_aside(tmp_path):
     assert not db.exists()
     with Catalog.open(tmp_path / "demo.db.stale") as old:  # nothing lost: the old catalog is intact
         assert old.stats()["products"] == 20
+
+
+def test_the_demo_learns_its_words_once_and_again_when_the_vectors_change(tmp_path):
+    from lookalike.demo import _text_model
+    from lookalike.text import load_text_model
+
+    db = tmp_path / "demo.db"
+    with Catalog.open(db) as cat:
+        cat.index("fashion-mnist:test", model="pixels", limit=60, progress=False)
+        first = _text_model(cat, str(db), Console(quiet=True))
+        path = tmp_path / "demo-text.pt"
+        assert first.path == path and path.is_file() and first.image_model == "pixels"
+        stamp = path.stat().st_mtime_ns
+        assert _text_model(cat, str(db), Console(quiet=True)).path == path
+        assert path.stat().st_mtime_ns == stamp  # reused, not trained again
+        stale = load_text_model(path)
+        stale.image_fingerprint = "sha256:0123456789abcdef"  # learned from vectors of other weights
+        stale.save(path)
+        again = _text_model(cat, str(db), Console(quiet=True))
+        assert again.image_fingerprint == cat.store.get_meta("fingerprint:pixels")
+        assert load_text_model(path).image_fingerprint == again.image_fingerprint

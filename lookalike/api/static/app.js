@@ -10,6 +10,9 @@ const els = {
   camera: $("camera-input"),
   urlForm: $("url-form"),
   url: $("url-input"),
+  textForm: $("text-form"),
+  textInput: $("text-input"),
+  tags: $("query-tags"),
   category: $("category-select"),
   k: $("k-select"),
   rerank: $("rerank-check"),
@@ -59,7 +62,10 @@ const ERROR_HELP = {
   network: "Check your connection and try again.",
 };
 
-let lastQuery = null; // {kind: "file", file} | {kind: "url", url} | {kind: "product", id, thumb, title}
+let lastQuery = null; // {kind: "file", file} | {kind: "url", url} | {kind: "product", id, thumb, title} | {kind: "text", text}
+let textSearch = false; // the server has a text model: words search, and photos get tags
+/** a query with a photo to check results against (and to tag) */
+const hasPhoto = (q) => !!q && (q.kind === "file" || q.kind === "url");
 let previewUrl = null; // an object URL the preview owns (revoked when the preview changes)
 let gridUrls = []; // object URLs of the thumbnails in the grid (revoked on the next render)
 let requestSeq = 0;
@@ -195,6 +201,8 @@ async function loadStats() {
     if (!r.ok) throw await readError(r);
     const s = await r.json();
     els.info.textContent = `${s.products.toLocaleString()} products · model ${s.model || "none"}`;
+    textSearch = !!s.text_search;
+    els.textForm.hidden = !textSearch;
     const selected = els.category.value;
     els.category.replaceChildren(els.category.options[0]); // "All categories"
     for (const [name, count] of Object.entries(s.categories || {})) {
@@ -223,7 +231,8 @@ async function loadStats() {
 async function runSearch() {
   if (!lastQuery) return;
   const seq = ++requestSeq;
-  els.rerank.disabled = lastQuery.kind === "product"; // a product has no photo to check against
+  els.rerank.disabled = !hasPhoto(lastQuery); // a product or words have no photo to check against
+  els.tags.hidden = true;
   const k = els.k.value;
   const rerank = els.rerank.checked ? RERANK_DEPTH : 0;
   const f = filters();
@@ -240,6 +249,12 @@ async function runSearch() {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ image_url: lastQuery.url, k: Number(k), rerank, filters: f }),
+    });
+  } else if (lastQuery.kind === "text") {
+    request = api("/v1/search", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ text: lastQuery.text, k: Number(k), filters: f }),
     });
   } else {
     const params = new URLSearchParams({ k });
@@ -258,6 +273,7 @@ async function runSearch() {
       return;
     }
     render(await response.json());
+    if (textSearch && hasPhoto(lastQuery)) loadTags(lastQuery, seq);
   } catch (e) {
     if (seq === requestSeq) {
       showError("network", `the server did not answer: ${e.message || e}`);
@@ -272,6 +288,8 @@ function render(doc) {
   const hits = doc.results || [];
   if (lastQuery.kind === "product") {
     els.title.textContent = `Products like ${lastQuery.title || lastQuery.id}`;
+  } else if (lastQuery.kind === "text") {
+    els.title.textContent = hits.length ? `Products matching \u201c${lastQuery.text}\u201d` : "No matching products";
   } else {
     els.title.textContent = hits.length ? "Top matches" : "No matching products";
   }
@@ -395,6 +413,56 @@ function searchUrl(url, record = true) {
   runSearch();
 }
 
+function searchText(text, record = true) {
+  text = text.trim();
+  if (!text) {
+    showError("invalid_request", "Type a few words first, for example \u201cankle boots\u201d.");
+    return;
+  }
+  setPreview("", `\u201c${text}\u201d`);
+  els.previewImg.hidden = true;
+  els.textInput.value = text;
+  lastQuery = { kind: "text", text };
+  if (record) remember(lastQuery, true);
+  runSearch();
+}
+
+/** The catalog's tags nearest to the query photo, as buttons that search with their words. */
+async function loadTags(query, seq) {
+  let request;
+  if (query.kind === "file") {
+    const form = new FormData();
+    form.append("image", query.file, query.file.name || "photo");
+    form.append("k", "3");
+    request = api("/v1/tags", { method: "POST", body: form });
+  } else {
+    request = api("/v1/tags", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ image_url: query.url, k: 3 }),
+    });
+  }
+  try {
+    const r = await request;
+    if (!r.ok || seq !== requestSeq) return; // tags are extra: a failure leaves the results alone
+    const doc = await r.json();
+    const buttons = (doc.tags || []).map((t) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "tag";
+      b.textContent = t.tag;
+      b.title = `${t.kind === "category" ? "category" : t.kind}: find products described as \u201c${t.tag}\u201d`;
+      b.addEventListener("click", () => searchText(t.tag));
+      return b;
+    });
+    if (!buttons.length) return;
+    const label = document.createElement("span");
+    label.textContent = "Looks like";
+    els.tags.replaceChildren(label, ...buttons);
+    els.tags.hidden = false;
+  } catch (_) { /* no tags */ }
+}
+
 function searchProduct(hit, record = true) {
   const caption = `${hit.title || hit.product_id}`;
   const query = { kind: "product", id: hit.product_id, title: hit.title, thumb: hit.thumbnail_url };
@@ -425,6 +493,7 @@ function pageAddress(query) {
   const params = new URLSearchParams();
   if (query?.kind === "product") params.set("product", query.id);
   else if (query?.kind === "url") params.set("url", query.url);
+  else if (query?.kind === "text") params.set("q", query.text);
   if (els.k.value !== DEFAULT_K) params.set("k", els.k.value);
   if (els.category.value) params.set("category", els.category.value);
   if (!els.rerank.checked) params.set("rerank", "0");
@@ -446,6 +515,7 @@ function remember(query, push) {
   } else if (query.kind === "product") {
     state = { kind: "product", id: query.id, title: query.title || null, thumb: query.thumb || null };
   }
+  // a text search lives in the address alone (?q=...)
   history.pushState(state, "", pageAddress(query));
 }
 
@@ -469,6 +539,7 @@ async function restore(state) {
   clearError();
   const product = params.get("product");
   const url = params.get("url");
+  const words = params.get("q");
   if (state?.kind === "file" && historyFiles.has(state.fileId)) {
     searchFile(historyFiles.get(state.fileId), false);
   } else if (product) {
@@ -488,6 +559,8 @@ async function restore(state) {
   } else if (url) {
     els.url.value = url;
     searchUrl(url, false);
+  } else if (words) {
+    searchText(words, false);
   } else { // the page as it opens (a photo from before a reload cannot come back)
     requestSeq++; // a search still running must not fill the grid
     setBusy(false);
@@ -497,6 +570,7 @@ async function restore(state) {
     els.preview.hidden = true;
     els.dropEmpty.hidden = false;
     els.rerank.disabled = false;
+    els.tags.hidden = true;
     clearResults(INITIAL.title, INITIAL.sub);
   }
 }
@@ -510,8 +584,9 @@ els.category.addEventListener("change", () => { remember(lastQuery, false); runS
 els.k.addEventListener("change", () => { remember(lastQuery, false); runSearch(); });
 els.rerank.addEventListener("change", () => {
   remember(lastQuery, false);
-  if (lastQuery && lastQuery.kind !== "product") runSearch();
+  if (hasPhoto(lastQuery)) runSearch();
 });
+els.textForm.addEventListener("submit", (e) => { e.preventDefault(); searchText(els.textInput.value); });
 window.addEventListener("popstate", (e) => restore(e.state));
 els.keyForm.addEventListener("submit", async (e) => {
   e.preventDefault(); // the key never goes into a URL
