@@ -97,7 +97,10 @@ class TextModel:
         if not 1 <= k <= 1000:
             raise InvalidRequest(f"k must be between 1 and 1000, got {k}")
         if not self.tags:
-            raise ModelError("this text model has no tags: the catalog had no categories or attributes")
+            raise InvalidRequest(
+                "this text model has no tags: the catalog it learned from had no categories and no "
+                "attribute values shared by enough products (--min-tag-count)"
+            )
         v = np.asarray(vector, dtype=np.float32).reshape(-1)
         if v.shape[0] != self.dim:
             raise ModelError(f"image vector has {v.shape[0]} dims, this text model maps into {self.dim}")

@@ -218,3 +218,28 @@ def test_api_tags_a_photo_uploaded_or_by_base64(catalog_db, text_model_path, fmn
     with TestClient(create_app(Settings(), db=catalog_db)) as client:
         r = client.post("/v1/tags", files={"image": ("boot.jpg", boot, "image/jpeg")})
         assert r.status_code == 422 and "no text model" in r.json()["error"]["message"]
+
+
+def test_encoding_from_many_threads_at_once_works(text_model_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    tm = load_text_model(text_model_path)
+    words = [f"{w} number {i}" for i in range(8) for w in ("boots", "bag")]
+    with ThreadPoolExecutor(8) as pool:  # the service encodes in a thread pool
+        rows = list(pool.map(lambda w: tm.embed_texts([w])[0], words))
+    assert np.allclose(np.stack(rows), tm.embed_texts(words), atol=1e-5)
+
+
+def test_a_catalog_of_titles_alone_searches_with_words_but_has_no_tags(tmp_path, fmnist_test):
+    images, labels = fmnist_test
+    rows = ["product_id,image,title"]
+    for i in range(30):
+        Image.fromarray(images[i]).save(tmp_path / f"p{i}.png")
+        rows.append(f"p{i},{tmp_path / f'p{i}.png'},{CLASSES[labels[i]]} number {i}")
+    (tmp_path / "catalog.csv").write_text("\n".join(rows) + "\n")
+    with Catalog.open(str(tmp_path / "titles.db")) as cat:
+        cat.index(str(tmp_path / "catalog.csv"), model="pixels", progress=False)
+        tm = train_text_model(cat, progress=False)
+        assert tm.tags == [] and len(cat.search_text("Trouser", k=3, text_model=tm)) == 3
+        with pytest.raises(InvalidRequest, match="no tags"):
+            cat.tag(Image.fromarray(images[0]), text_model=tm)

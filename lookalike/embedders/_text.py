@@ -35,6 +35,9 @@ class TextEncoder:
         self.model = model
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(getter())
+        # a Hugging Face fast tokenizer is not safe to share between threads ("Already borrowed"),
+        # and the service encodes in a pool of them: one encode at a time (a query takes ms)
+        self._encode_lock = threading.Lock()
 
     def embed_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         texts = list(texts)
@@ -43,13 +46,14 @@ class TextEncoder:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise ModelError(f"text #{i} is a {type(t).__name__}, not a string")
-        vecs = self.model.encode(
-            texts,
-            batch_size=BATCH_SIZE,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._encode_lock:
+            vecs = self.model.encode(
+                texts,
+                batch_size=BATCH_SIZE,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vecs, dtype=np.float32)
 
     def __repr__(self) -> str:
