@@ -153,3 +153,14 @@ def print_hits(query: str, model: str, hits, as_json: bool) -> None:
     console.print(table)
     if not hits:
         console.print("[yellow]no matching products[/]")
+
+
+def one_of(*choices: str):
+    """An option callback that accepts one of ``choices`` (any case) as a usage error otherwise."""
+
+    def check(value: str | None) -> str | None:
+        if value is None or value.lower() in choices:
+            return value.lower() if value is not None else None
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+
+    return check

@@ -59,8 +59,10 @@ def train_metric_cmd(
     street_per_identity: Annotated[
         int, typer.Option(min=1, help="Street views per identity in a batch.")
     ] = 1,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine decay).")] = 2e-3,
-    margin: Annotated[float, typer.Option(help="Triplet margin on squared L2 distance.")] = 0.2,
+    lr: Annotated[
+        float, typer.Option(min=0.0, help="Peak learning rate (warm-up, then cosine decay).")
+    ] = 2e-3,
+    margin: Annotated[float, typer.Option(min=0.0, help="Triplet margin on squared L2 distance.")] = 0.2,
     mining: Annotated[
         str, typer.Option(help="Online miner: semihard, hard, random, batchhard, multisimilarity or none.")
     ] = "semihard",
@@ -68,8 +70,12 @@ def train_metric_cmd(
         bool, typer.Option("--cross-domain/--mixed", help="Shop anchors vs street positives/negatives.")
     ] = True,
     symmetric: Annotated[bool, typer.Option(help="Also street anchors vs shop positives/negatives.")] = True,
-    offline_every: Annotated[int, typer.Option(help="Offline hard mining every N steps (0 = off).")] = 0,
-    offline_pool: Annotated[int, typer.Option(help="Identities embedded per offline mining round.")] = 4096,
+    offline_every: Annotated[
+        int, typer.Option(min=0, help="Offline hard mining every N steps (0 = off).")
+    ] = 0,
+    offline_pool: Annotated[
+        int, typer.Option(min=2, help="Identities embedded per offline mining round.")
+    ] = 4096,
     offline_kind: Annotated[str, typer.Option(help="Offline negatives: hard or semihard.")] = "hard",
     class_weight: Annotated[
         float, typer.Option(help="Weight of an extra class-level loss (needs category labels).")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import train_app
-from lookalike.cli.options import console, index_hint, writable_dir
+from lookalike.cli.options import console, index_hint, one_of, writable_dir
 from lookalike.errors import InvalidRequest
 
 
@@ -33,7 +33,11 @@ def train_vae_cmd(
     gamma: Annotated[float, typer.Option(help="beta-vae C variant: weight of |KL - C|.")] = 100.0,
     reg_weight: Annotated[float, typer.Option(help="wae-mmd: weight (lambda) of the MMD term.")] = 100.0,
     likelihood: Annotated[
-        str, typer.Option(help="bernoulli (cross-entropy) or gaussian (squared error).")
+        str,
+        typer.Option(
+            callback=one_of("bernoulli", "gaussian"),
+            help="bernoulli (cross-entropy) or gaussian (squared error).",
+        ),
     ] = "bernoulli",
     resolution: Annotated[
         int, typer.Option(help="Input size in pixels (a multiple of 4 per conv layer pair).")
@@ -46,9 +50,11 @@ def train_vae_cmd(
     ] = "16,32",
     epochs: Annotated[int, typer.Option(min=1)] = 6,
     batch_size: Annotated[int, typer.Option(min=2)] = 256,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 1e-3,
+    lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (one-cycle schedule).")] = 1e-3,
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N images.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads (default: torch's choice).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads (default: torch's choice).")
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps.")
     ] = None,

@@ -9,16 +9,22 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import app
-from lookalike.cli.options import DbOption, JsonOption, console, err_console
+from lookalike.cli.options import DbOption, JsonOption, console, err_console, one_of
 from lookalike.errors import LookalikeError
 
 
 @app.command()
 def worker(
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", help="Batches run at once (processes).")
+        int, typer.Option("--concurrency", "-c", min=1, help="Batches run at once (processes).")
     ] = 1,
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    loglevel: Annotated[
+        str,
+        typer.Option(
+            callback=one_of("debug", "info", "warning", "error", "critical"),
+            help="Celery log level.",
+        ),
+    ] = "info",
     hostname: Annotated[str | None, typer.Option(help="Worker name (default: celery@host).")] = None,
 ) -> None:
     """Run a worker for `lookalike index --async` and POST /v1/index-jobs (Redis from LOOKALIKE_REDIS_URL)."""
