@@ -211,6 +211,8 @@ class Catalog:
         target = str(path_or_url or settings.default_db())
         if not create and not target.startswith(("postgresql://", "postgres://")):
             path = target.removeprefix("sqlite:///")
+            if Path(path).is_dir():
+                raise StoreError(f"{path} is a folder, not a catalog file: check --db / LOOKALIKE_DB")
             if not Path(path).is_file():
                 raise CatalogNotFound(path)
         return cls(open_store(target), settings=settings)

@@ -186,7 +186,8 @@ def test_index_async_takes_the_batch_size_and_refuses_report(tmp_path, product_p
     out = run(
         "index", str(product_photos), "--db", str(db), "--model", "pixels", "--async", "--batch-size", "7"
     )
-    job_id = out.stdout.split()[3]
+    assert "ran in this process" in out.stdout  # no LOOKALIKE_REDIS_URL: no workers to hand it to
+    job_id = out.stdout.split()[2]
     job = json.loads(run("job", job_id, "--db", str(db), "--json").stdout)
     assert job["batches"]["total"] == 6  # 40 products, 7 a batch
 
@@ -309,3 +310,81 @@ def test_a_reranked_search_table_shows_alignment_and_verifier(tmp_path, fmnist_t
     assert "alignment" in header and "verifier" in header, out
     plain = run("search", str(photo), "--db", str(db), "-k", "3").stdout
     assert "verifier" not in plain and "alignment" not in plain
+
+
+def test_version_short_help_and_unfolded_output_in_a_pipe(indexed, product_photos):
+    assert run("--version").stdout.startswith("lookalike ")
+    assert "search [OPTIONS]" in run("search", "-h").stdout
+    out = run("index", str(product_photos), "--db", str(indexed), "--model", "pixels").stdout
+    # not a terminal: the summary is one line, not folded at 80 columns
+    assert any(
+        line.startswith("indexed 40/40") and line.endswith("0 product(s) skipped")
+        for line in out.splitlines()
+    )
+
+
+def test_choices_and_ranges_are_usage_errors_before_any_work(tmp_path):
+    for args, option in [
+        (("train", "vae", "--likelihood", "bogus", "--out", str(tmp_path / "v")), "--likelihood"),
+        (("train", "metric", "--lr", "-1", "--out", str(tmp_path / "m.pt")), "--lr"),
+        (("train", "metric", "--offline-pool", "-3", "--out", str(tmp_path / "m.pt")), "--offline-pool"),
+        (("worker", "-c", "0"), "--concurrency"),
+    ]:
+        proc = run(*args, check=False)
+        assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_folder_as_db_and_a_busy_port_are_named(tmp_path):
+    import socket
+
+    proc = run("products", "--db", str(tmp_path), check=False)
+    assert proc.returncode == 1 and f"{tmp_path} is a folder, not a catalog file" in proc.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run("serve", "--db", str(tmp_path / "c.db"), "--port", str(port), check=False)
+    assert proc.returncode == 1 and f"cannot listen on 127.0.0.1:{port}: the port is in use" in proc.stderr
+    assert "serving on" not in proc.stdout
+
+
+def test_ctrl_c_while_indexing_keeps_the_finished_batches_and_says_so(tmp_path):
+    import signal
+    import sqlite3
+    import time
+
+    db = tmp_path / "int.db"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lookalike.cli",
+            "index",
+            "fashion-mnist:train",
+            "--limit",
+            "30000",
+            "--db",
+            str(db),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    stored = 0
+    while stored == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.3)
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    stored = conn.execute("SELECT count(*) FROM products").fetchone()[0]
+            except sqlite3.OperationalError:  # the schema is being created
+                pass
+    assert stored > 0 and proc.poll() is None, "the first batch was not stored in time"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted: the batches that finished are stored" in err and "Traceback" not in err
+    with sqlite3.connect(db) as conn:
+        now = conn.execute("SELECT count(*) FROM products").fetchone()[0]
+    assert 0 < now < 30000 and f"holds {now:,} products" in err

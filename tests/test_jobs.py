@@ -83,8 +83,8 @@ def test_cli_async_without_redis_runs_in_process(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "submitted index job" in out.stdout and "succeeded" in out.stdout
-    job_id = out.stdout.split("submitted index job ")[1].split()[0]
+    assert "ran in this process (succeeded)" in out.stdout and "LOOKALIKE_REDIS_URL is not set" in out.stdout
+    job_id = out.stdout.split("index job ")[1].split()[0]
     out = subprocess.run(
         [LOOKALIKE, "job", job_id, "--db", db], env=env, capture_output=True, text=True, timeout=60
     )

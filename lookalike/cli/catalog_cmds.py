@@ -83,20 +83,37 @@ def index(
     if async_ and replace_images:
         raise InvalidRequest("--replace-images does not go with --async yet: index in the foreground")
     if async_:
+        from lookalike.config import get_settings
         from lookalike.jobs import submit_index_job
 
         job = submit_index_job(str(source), db=db, model=model, limit=limit, batch_products=batch_size)
-        console.print(f"submitted index job [bold]{job['id']}[/] ({job['state']})")
+        if get_settings().redis_url:
+            console.print(f"submitted index job [bold]{job['id']}[/] ({job['state']})")
+        else:  # no broker: the jobs module ran it here, to the end
+            console.print(
+                f"index job [bold]{job['id']}[/] ran in this process ({job['state']}): LOOKALIKE_REDIS_URL "
+                "is not set, so there are no workers to hand it to"
+            )
         return
     with open_catalog(db, create=True) as cat:
-        r = cat.index(
-            src,
-            model=model,
-            limit=limit,
-            batch_size=batch_size,
-            report_path=report,
-            replace_images=replace_images,
-        )
+        before = cat.stats()["products"]
+        try:
+            r = cat.index(
+                src,
+                model=model,
+                limit=limit,
+                batch_size=batch_size,
+                report_path=report,
+                replace_images=replace_images,
+            )
+        except KeyboardInterrupt:
+            now = cat.stats()["products"]
+            err_console.print(
+                f"interrupted: the batches that finished are stored (the catalog holds {now:,} products, "
+                f"{now - before:+,}); run the same command again to index the rest: unchanged images "
+                "are not embedded twice"
+            )
+            raise typer.Exit(130) from None
         console.print(
             f"[bold green]indexed[/] {r.products_indexed}/{r.products_seen} products from {r.source} "
             f"with [bold]{r.model}[/] in {r.elapsed_s:.1f}s: {r.images_embedded} images embedded, "

@@ -13,8 +13,20 @@ from rich.table import Table
 
 from lookalike.errors import InvalidRequest, StoreError
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """Rich output; into a pipe or file (not a terminal) lines are not folded at 80 columns, so
+    that summaries, paths and tables stay one line each for grep, cut and copy-paste."""
+    import sys
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    return Console(stderr=stderr, width=100_000, soft_wrap=True)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 DbOption = Annotated[
     str | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Annotated
 
 import typer
@@ -9,6 +10,7 @@ from rich.markup import escape
 
 from lookalike.cli.app import app
 from lookalike.cli.options import DbOption, console, err_console, open_catalog
+from lookalike.errors import InvalidRequest
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -27,6 +29,7 @@ def serve(
     from lookalike.config import get_settings
 
     check_settings(get_settings())  # a bad setting fails before the "serving" line, not after it
+    _check_address(host, port)  # and so do a busy port and a host that is not an address here
     settings = get_settings()
     with open_catalog(db, create=True) as cat:  # and so does a catalog that cannot be opened
         if cat.stats()["products"] == 0:
@@ -41,3 +44,21 @@ def serve(
             )
         console.print(f"[bold green]lookalike[/] serving on http://{host}:{port}/  (API docs: /docs)")
         run_server(db=cat, host=host, port=port)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail with the reason, naming the address, when uvicorn could not listen there."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InvalidRequest(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise InvalidRequest(f"cannot listen on {host}:{port}: {reason}") from None
