@@ -107,6 +107,12 @@ class ImagesGone(StoreError):
         super().__init__(f"{len(self.shas)} image(s) were deleted by another write meanwhile")
 
 
+class Interrupted(LookalikeError):
+    """A long run stopped at Ctrl-C after saving its state; the message says where and how to go on."""
+
+    code = "interrupted"
+
+
 class InvalidRequest(LookalikeError):
     """A parameter is malformed (bad filter, k out of range, ...)."""
 

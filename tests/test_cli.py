@@ -388,3 +388,34 @@ def test_ctrl_c_while_indexing_keeps_the_finished_batches_and_says_so(tmp_path):
     with sqlite3.connect(db) as conn:
         now = conn.execute("SELECT count(*) FROM products").fetchone()[0]
     assert 0 < now < 30000 and f"holds {now:,} products" in err
+
+
+def test_ctrl_c_in_training_saves_the_finished_steps_and_the_same_command_goes_on(tmp_path):
+    import re
+    import signal
+    import time
+
+    import torch
+
+    args = [
+        "train", "metric", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "m.pt"),
+        "--steps", "300", "--limit", "600", "--identities", "16", "--no-localize", "--val-every", "1000",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lookalike.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().startswith("training")
+    assert proc.stdout.readline().startswith("step 0")  # the untrained start is measured: steps follow
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    found = re.search(r"interrupted: stopped after step (\d+)/300; the run is saved in (\S+state\.pt)", err)
+    assert found, err
+    saved = torch.load(found.group(2), weights_only=False)
+    assert saved["step"] == int(found.group(1)) > 0  # every finished step, not the last checkpoint
+    done = run(*args)
+    assert "resum" in (done.stdout + done.stderr).lower() and (tmp_path / "m.pt").is_file()

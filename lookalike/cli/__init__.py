@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from lookalike.cli.app import app, state
 from lookalike.cli.options import os_error_message
-from lookalike.errors import LookalikeError
+from lookalike.errors import Interrupted, LookalikeError
 
 __all__ = ["app", "main"]
 
@@ -33,6 +33,9 @@ _load_commands()
 def main() -> None:
     try:
         app()
+    except Interrupted as exc:  # Ctrl-C in a training run: it says where it stopped and what is saved
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(130)
     except LookalikeError as exc:
         if state["debug"]:
             raise

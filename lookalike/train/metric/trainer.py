@@ -27,6 +27,7 @@ from lookalike.devices import module_device, resolve_device
 from lookalike.errors import LookalikeError, ModelError
 from lookalike.evaluation.metrics import nearest_neighbours, recall_at_k
 from lookalike.progress import progress_bar, progress_enabled
+from lookalike.train.interrupt import StopOnInterrupt
 from lookalike.train.metric.augment import StreetViewAugment
 from lookalike.train.metric.model import POOLS, build_model, preprocess_images
 from lookalike.train.metric.offline_miner import OfflineHardMiner
@@ -604,6 +605,8 @@ def train_metric(
         step, history = state["step"], json.loads(state["history"])
         mined = state["mined"].numpy() if state.get("mined") is not None else None
         elapsed_before = state.get("elapsed", 0.0)
+        if log:
+            log(f"resuming {state_path} at step {step}/{r.steps}")
     elif init is not None:
         _start_from(tr, model, init, log)
 
@@ -632,7 +635,10 @@ def train_metric(
         history.append({"step": 0, **last_val})
         if log:
             log("step 0 " + " ".join(f"{k.removeprefix('val_')}={v:.3f}" for k, v in last_val.items()))
-    with progress_bar("training (metric)", total=r.steps, enabled=progress is not False) as advance:
+    with (
+        StopOnInterrupt() as interrupt,
+        progress_bar("training (metric)", total=r.steps, enabled=progress is not False) as advance,
+    ):
         advance(step)
         while step < r.steps:
             if tr.offline is not None and tr.offline.due(step):
@@ -669,6 +675,10 @@ def train_metric(
                 save_state()
                 renderer.close()
                 return TrainResult(state_path, last_val, history, None, elapsed_before + time.time() - t0)
+            if interrupt.requested and step < r.steps:  # Ctrl-C: keep every finished step
+                save_state()
+                renderer.close()
+                interrupt.stop(step, r.steps, state_path)
     renderer.close()
     seconds = elapsed_before + time.time() - t0
     metrics = {k: v for k, v in history[-1].items() if k.startswith("val_")}

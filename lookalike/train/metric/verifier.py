@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from lookalike.errors import LookalikeError
 from lookalike.progress import progress_bar
+from lookalike.train.interrupt import StopOnInterrupt
 from lookalike.train.metric.augment import StreetViewAugment
 from lookalike.train.metric.trainer import PRECISIONS, TrainData, _save_atomic, save_curves
 from lookalike.verifier import PairVerifier, Verifier, catalog_inputs, photo_inputs
@@ -187,12 +188,18 @@ def train_verifier(
     pool = ThreadPoolExecutor(max_workers=1)  # prepares the next step while this one trains
     ahead = pool.submit(prepare, step) if step < r.steps else None
     try:
-        with progress_bar("training verifier", total=r.steps, enabled=progress is not False) as advance:
+        with (
+            StopOnInterrupt() as interrupt,
+            progress_bar("training verifier", total=r.steps, enabled=progress is not False) as advance,
+        ):
             advance(step)
             while step < r.steps:
                 if stop_after is not None and step >= stop_after:
                     save_state()
                     return state_path, dict(last_val)
+                if interrupt.requested and state_path is not None:  # Ctrl-C: keep every finished step
+                    save_state()
+                    interrupt.stop(step, r.steps, state_path)
                 q, c = ahead.result()
                 ahead = pool.submit(prepare, step + 1) if step + 1 < r.steps else None
                 if fast:
