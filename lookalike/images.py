@@ -363,7 +363,8 @@ def _check_url(url: str, *, item: str, settings: Settings) -> tuple[httpx.URL, l
             if why:
                 raise URLNotAllowedError(
                     item,
-                    f"host {host!r} resolves to {ip} ({why}); set allow_private_urls to permit it",
+                    f"host {host!r} resolves to {ip} ({why}); the setting LOOKALIKE_ALLOW_PRIVATE_URLS "
+                    "(or LOOKALIKE_ALLOWED_PRIVATE_NETWORKS) permits it",
                     kind="ssrf",
                 )
     return parsed, ips

@@ -15,7 +15,7 @@ from lookalike.cli.options import DbOption, JsonOption, console, open_catalog
 def duplicates(
     db: DbOption = None,
     max_distance: Annotated[
-        int, typer.Option(help="Largest Hamming distance (of 64 pHash bits) that counts.")
+        int, typer.Option(min=0, max=32, help="Largest Hamming distance (of 64 pHash bits) that counts.")
     ] = 4,
     json_: JsonOption = False,
 ) -> None:
@@ -38,7 +38,12 @@ def duplicates(
 def copies(
     image: Annotated[str, typer.Argument(help="Image path or http(s) URL to check.")],
     db: DbOption = None,
-    max_distance: Annotated[int, typer.Option(help="Largest Hamming distance that counts as a copy.")] = 6,
+    max_distance: Annotated[
+        int,
+        typer.Option(
+            min=0, max=32, help="Largest Hamming distance (of 64 pHash bits) that counts as a copy."
+        ),
+    ] = 6,
     json_: JsonOption = False,
 ) -> None:
     """Check whether a photo is a copy of a catalog photo (stolen-image detection)."""

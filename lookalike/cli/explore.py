@@ -17,6 +17,7 @@ from lookalike.cli.options import (
     ModelOption,
     console,
     err_console,
+    one_of,
     open_catalog,
     writable_dir,
     writable_file,
@@ -42,7 +43,9 @@ def interpolate(
     a: Annotated[str, typer.Argument(help="Start product id.")],
     b: Annotated[str, typer.Argument(help="End product id.")],
     steps: Annotated[int, typer.Option(min=2, max=64, help="Points on the path, ends included.")] = 8,
-    method: Annotated[str, typer.Option(help="linear, spherical or both.")] = "both",
+    method: Annotated[
+        str, typer.Option(help="linear, spherical or both.", callback=one_of("linear", "spherical", "both"))
+    ] = "both",
     db: DbOption = None,
     model: ModelOption = None,
     out: OutOption = Path("explore"),

@@ -54,7 +54,7 @@ def train_metric_cmd(
         typer.Option(help="smallcnn pooling: grid (keeps the item's 4x4 layout) or avgmax (global)."),
     ] = "grid",
     input_size: Annotated[int, typer.Option(min=16, max=512, help="Input resolution in pixels.")] = 32,
-    steps: Annotated[int, typer.Option(min=1)] = 3000,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps (batches).")] = 3000,
     identities: Annotated[int, typer.Option(min=2, help="Product identities per batch.")] = 96,
     street_per_identity: Annotated[
         int, typer.Option(min=1, help="Street views per identity in a batch.")
@@ -64,7 +64,11 @@ def train_metric_cmd(
     ] = 2e-3,
     margin: Annotated[float, typer.Option(min=0.0, help="Triplet margin on squared L2 distance.")] = 0.2,
     mining: Annotated[
-        str, typer.Option(help="Online miner: semihard, hard, random, batchhard, multisimilarity or none.")
+        str,
+        typer.Option(
+            help="Online miner: semihard, hard, random, batchhard, multisimilarity, all (every triplet) "
+            "or none."
+        ),
     ] = "semihard",
     cross_domain: Annotated[
         bool, typer.Option("--cross-domain/--mixed", help="Shop anchors vs street positives/negatives.")
@@ -94,7 +98,9 @@ def train_metric_cmd(
         int, typer.Option(min=0, help="Steps over which street views ramp from easy to full difficulty.")
     ] = 0,
     difficulty: Annotated[float, typer.Option(min=0.0, max=1.0, help="Final street-view difficulty.")] = 1.0,
-    val_every: Annotated[int, typer.Option(min=1)] = 500,
+    val_every: Annotated[
+        int, typer.Option(min=1, help="Validate (R@K on held-out products) every N steps.")
+    ] = 500,
     limit: Annotated[int | None, typer.Option(min=1, help="Train on the first N items only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
     localize: Annotated[
@@ -131,7 +137,7 @@ def train_metric_cmd(
             "instead of random weights. It must have this run's network and preprocessing options.",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Seed: a run is deterministic for it.")] = 0,
     precision: Annotated[
         str,
         typer.Option(

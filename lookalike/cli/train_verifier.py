@@ -85,7 +85,12 @@ def train_verifier_cmd(
     if stop_after is not None and stop_after < steps:
         console.print(f"stopped after {stop_after} steps; the same command goes on from {path}")
         return
-    console.print(f"[bold green]done[/] in {metrics['seconds']:.0f}s: {metrics}")
+    shown = ", ".join(
+        f"{k.removeprefix('val_')} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in metrics.items()
+        if k != "seconds"
+    )
+    console.print(f"[bold green]done[/] in {metrics['seconds']:.0f}s, wrote {path}: {shown}")
     if data.startswith("fashion-mnist"):
         console.print(f"use it: lookalike eval -m {embedder} --rerank 100 --verifier {path}")
     else:

@@ -52,9 +52,9 @@ def catalog_map(
     else:
         import umap
 
-        coords = umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=seed, metric="cosine").fit_transform(
-            x
-        )
+        # a seed makes UMAP single-threaded; it says so with a warning, which is expected here
+        reducer = umap.UMAP(n_neighbors=min(15, len(x) - 1), random_state=seed, metric="cosine", n_jobs=1)
+        coords = reducer.fit_transform(x)
     picked = [ids[i] for i in pick]
     records = space.catalog.get_products(picked)
     cats = [(records[p].category if p in records else None) or "(none)" for p in picked]
