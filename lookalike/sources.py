@@ -325,3 +325,26 @@ def check_source_within(spec: str, roots: Sequence[Path]) -> None:
                         f"source {text!r}: product {product.product_id!r} lists image {str(image)!r}, "
                         f"which is outside the folders this server may index ({shown})"
                     )
+
+
+def street_photo_rows(path: str | Path) -> Iterator[tuple[int, str, Path, dict]]:
+    """The rows of a street photo CSV (customer photos of catalog products): ``(line, product_id,
+    photo path, row)``. Columns: ``product_id`` and ``path`` (or ``image``, as in a catalog CSV),
+    relative paths from the CSV's folder; a missing photo is an error naming its line."""
+    from lookalike.errors import ImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"street photo CSV {path} not found")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = set(reader.fieldnames or ())
+        column = "path" if "path" in fields else "image"
+        if "product_id" not in fields or column not in fields:
+            raise SourceError(f"{path}: needs product_id and path (or image) columns")
+        for n, row in enumerate(reader, 2):
+            photo = Path(row[column] or "")
+            photo = photo if photo.is_absolute() else path.parent / photo
+            if not photo.is_file():
+                raise ImageError(str(photo), f"street photo listed on line {n} does not exist", kind="empty")
+            yield n, row["product_id"], photo, row

@@ -118,6 +118,29 @@ def test_eval_cli_on_your_own_photos(tmp_path):
     doc = json.loads((out / "custom.json").read_text())
     assert doc["n_queries"] == 2 and doc["n_gallery"] == 4 and doc["n_clean"] == 1
     assert doc["results"]["pixels"]["full"]["instance"]["R@1"] == 1.0
+    # the catalog CSV's column name works too, and a CSV without either is named
+    (tmp_path / "image.csv").write_text("product_id,image\nsku-0,photos/p0.jpg\nsku-3,photos/p3.jpg\n")
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "-m",
+            "pixels",
+            "--street",
+            str(tmp_path / "image.csv"),
+            "--gallery",
+            str(shop),
+            "--out",
+            str(out),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (
+        json.loads((out / "custom.json").read_text())["results"]["pixels"]["full"]["instance"]["R@1"] == 1.0
+    )
+    (tmp_path / "nocol.csv").write_text("product_id,photo\nsku-0,photos/p0.jpg\n")
+    r = CliRunner().invoke(app, ["eval", "--street", str(tmp_path / "nocol.csv"), "--gallery", str(shop)])
+    assert "needs product_id and path (or image) columns" in str(r.exception)
     (tmp_path / "bad.csv").write_text("product_id,path\nsku-9,photos/p0.jpg\n")
     r = CliRunner().invoke(app, ["eval", "--street", str(tmp_path / "bad.csv"), "--gallery", str(shop)])
     assert r.exit_code != 0

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from PIL import Image
 from lookalike.datasets.fashion_mnist import load_split
 from lookalike.errors import ImageError, SourceError
 from lookalike.evaluation.protocol import Gallery, QuerySet
+from lookalike.sources import street_photo_rows
 from lookalike.train.metric.augment import StreetViewAugment
 
 PROTOCOLS = ("street-to-shop", "class-level")
@@ -131,25 +131,13 @@ def from_files(street_csv: str | Path, gallery_dir: str | Path) -> tuple[QuerySe
     cat_of = dict(
         zip(g_ids.tolist(), (g_cls if g_cls is not None else np.zeros(len(files))).tolist(), strict=True)
     )
-    if not street_csv.is_file():
-        raise SourceError(f"street photo CSV {street_csv} not found")
     q_paths, q_ids, q_clean = [], [], []
-    with street_csv.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"product_id", "path"} <= set(reader.fieldnames):
-            raise SourceError(f"{street_csv}: needs product_id and path columns")
-        for n, row in enumerate(reader, 2):
-            if row["product_id"] not in cat_of:
-                raise SourceError(
-                    f"{street_csv} line {n}: product {row['product_id']!r} is not in {gallery_dir}"
-                )
-            path = Path(row["path"])
-            path = path if path.is_absolute() else street_csv.parent / path
-            if not path.is_file():
-                raise ImageError(str(path), f"street photo listed on line {n} does not exist", kind="empty")
-            q_paths.append(path)
-            q_ids.append(row["product_id"])
-            q_clean.append(str(row.get("clean", "1")).strip().lower() not in {"0", "false", "no"})
+    for n, product_id, path, row in street_photo_rows(street_csv):
+        if product_id not in cat_of:
+            raise SourceError(f"{street_csv} line {n}: product {product_id!r} is not in {gallery_dir}")
+        q_paths.append(path)
+        q_ids.append(product_id)
+        q_clean.append(str(row.get("clean", "1")).strip().lower() not in {"0", "false", "no"})
     if not q_paths:
         raise SourceError(f"{street_csv}: no street photos")
     q_cls = np.array([cat_of[i] for i in q_ids]) if g_cls is not None else None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from lookalike.errors import ImageError, SourceError
+from lookalike.sources import street_photo_rows
 from lookalike.train.metric.trainer import TrainData, fashion_mnist_data
 
 
@@ -62,24 +62,12 @@ def _from_source(spec: str, limit: int | None) -> tuple[TrainData, list[str]]:
 
 
 def _street_photos(path: Path, ids: list[str]) -> dict[int, list]:
-    if not path.is_file():
-        raise SourceError(f"street photo CSV {path} not found")
     index = {pid: i for i, pid in enumerate(ids)}
     out: dict[int, list] = {}
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"product_id", "path"} <= set(reader.fieldnames):
-            raise SourceError(f"{path}: needs product_id and path columns")
-        for n, row in enumerate(reader, 2):
-            item = index.get(row["product_id"])
-            if item is None:
-                raise SourceError(f"{path} line {n}: unknown product {row['product_id']!r}")
-            photo = Path(row["path"])
-            photo = photo if photo.is_absolute() else path.parent / photo
-            with Image.open(photo) if photo.is_file() else _missing(photo, n) as img:
-                out.setdefault(item, []).append(img.convert("RGB").copy())
+    for n, product_id, photo, _ in street_photo_rows(path):
+        item = index.get(product_id)
+        if item is None:
+            raise SourceError(f"{path} line {n}: unknown product {product_id!r}")
+        with Image.open(photo) as img:
+            out.setdefault(item, []).append(img.convert("RGB").copy())
     return out
-
-
-def _missing(photo: Path, line: int):
-    raise ImageError(str(photo), f"street photo listed on line {line} does not exist", kind="empty")
