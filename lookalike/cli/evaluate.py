@@ -57,11 +57,14 @@ def eval_cmd(
     ] = "default",
 ) -> None:
     """Evaluate embedders on Fashion-MNIST: queries against a gallery with distractors."""
+    from lookalike.embedders import load_embedder
     from lookalike.evaluation import evaluate
     from lookalike.evaluation.datasets import PROTOCOLS, class_level, from_files, street_to_shop
     from lookalike.evaluation.report import markdown_table, write_report
 
     models = model or ["pixels", "default"]
+    for name in models:  # an unknown model or unreadable checkpoint fails before the queries render
+        load_embedder(name)
     writable_dir(out, "--out")  # before minutes of embedding, not after
     if street is not None or gallery is not None:
         if street is None or gallery is None:

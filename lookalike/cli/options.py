@@ -92,16 +92,31 @@ def writable_file(path: Path | None, option: str) -> None:
 
 
 def writable_dir(path: Path, option: str) -> None:
-    """Fail now, before any work, when the output folder ``path`` cannot be created or written to."""
+    """Fail now, before any work, when the output folder ``path`` cannot be created or written to.
+    Folders it creates are removed again at exit if nothing was written into them (a command that
+    failed leaves no empty output folder behind)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InvalidRequest(f"{option} {path}: is a file, not a folder")
+    missing = [p for p in (path, *path.absolute().parents) if not p.exists()]
+    if missing:
+        import atexit
+
+        atexit.register(_remove_if_empty, missing)  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidRequest(f"{option} {path}: cannot create the folder ({_reason(exc, path)})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise InvalidRequest(f"{option} {path}: the folder is not writable")
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    for folder in folders:
+        try:
+            folder.rmdir()  # only an empty folder goes
+        except OSError:
+            return
 
 
 def _reason(exc: OSError, path: Path) -> str:

@@ -205,6 +205,10 @@ def train_metric_cmd(
     dev = resolve_device(device)  # a device this machine lacks fails before the data loads
     writable_dir(run_dir, "--run-dir")  # an unwritable output fails before the training too
     writable_file(out, "--out")
+    if init is not None and init != "default":  # a missing or wrong file fails before the data loads
+        from lookalike.checkpoint import load_checkpoint
+
+        load_checkpoint(init, kind="metric")
     train_data = load_train_data(data, street, limit=limit)
     console.print(
         f"training [bold]{backbone}[/] on {len(train_data)} products from {data} ({steps} steps, {dev})"
