@@ -419,3 +419,13 @@ def test_ctrl_c_in_training_saves_the_finished_steps_and_the_same_command_goes_o
     assert saved["step"] == int(found.group(1)) > 0  # every finished step, not the last checkpoint
     done = run(*args)
     assert "resum" in (done.stdout + done.stderr).lower() and (tmp_path / "m.pt").is_file()
+
+
+def test_a_failed_command_leaves_no_empty_output_folder(tmp_path):
+    proc = run("eval", "-m", "nosuch", "--out", str(tmp_path / "ev" / "deep"), check=False)
+    assert proc.returncode == 1 and "unknown model 'nosuch'" in proc.stderr
+    proc = run(
+        "train", "metric", "--run-dir", str(tmp_path / "run"), "--init", str(tmp_path / "no.pt"), check=False
+    )
+    assert proc.returncode == 1 and "no.pt not found" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

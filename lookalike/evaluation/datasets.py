@@ -17,6 +17,7 @@ from PIL import Image
 from lookalike.datasets.fashion_mnist import load_split
 from lookalike.errors import ImageError, SourceError
 from lookalike.evaluation.protocol import Gallery, QuerySet
+from lookalike.progress import progress_bar
 from lookalike.sources import street_photo_rows
 from lookalike.train.metric.augment import StreetViewAugment
 
@@ -72,17 +73,21 @@ def street_to_shop(
     distractors: int | None = None,
     size: tuple[int, int] = (64, 320),
     difficulty: float = 1.0,
+    progress: bool = True,
 ) -> tuple[QuerySet, Gallery]:
-    """``distractors`` limits the gallery to the queries' own shop images plus that many others."""
+    """``distractors`` limits the gallery to the queries' own shop images plus that many others.
+    Rendering the street views shows a progress bar on a terminal (``progress=False``: never)."""
     xtr, ytr = load_split("train")
     xte, yte = load_split("test")
     idx = _subset(len(xte), n_queries, seed)
     # views are rendered once and kept in memory (about 90 kB each at the default sizes)
     views, clean = [], np.zeros(len(idx), dtype=bool)
     aug = StreetViewAugment(size=size, difficulty=difficulty)
-    for j, i in enumerate(idx):
-        views.append(aug(xte[i], np.random.default_rng([seed, 424242, int(i)])))
-        clean[j] = StreetViewAugment.is_clean(aug.last_params)
+    with progress_bar("rendering street views", len(idx), enabled=progress) as advance:
+        for j, i in enumerate(idx):
+            views.append(aug(xte[i], np.random.default_rng([seed, 424242, int(i)])))
+            clean[j] = StreetViewAugment.is_clean(aug.last_params)
+            advance()
     queries = QuerySet(
         views,
         _ids("test", len(xte))[idx],
