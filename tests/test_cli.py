@@ -429,3 +429,31 @@ def test_a_failed_command_leaves_no_empty_output_folder(tmp_path):
     )
     assert proc.returncode == 1 and "no.pt not found" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_image_can_come_from_standard_input(indexed, product_photos):
+    photo = next(product_photos.rglob("*.png"))
+    by_path = json.loads(run("search", str(photo), "--db", str(indexed), "--json").stdout)
+    piped = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "search", "-", "--db", str(indexed), "--json"],
+        input=photo.read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert piped.returncode == 0, piped.stderr
+    doc = json.loads(piped.stdout)
+    assert doc["query"] == "<stdin>" and doc["results"] == by_path["results"]
+    copies = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "copies", "-", "--db", str(indexed), "--json"],
+        input=photo.read_bytes(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert json.loads(copies.stdout)["copies"][0]["product_ids"] == [photo.stem]
+    empty = subprocess.run(
+        [sys.executable, "-m", "lookalike.cli", "search", "-", "--db", str(indexed)],
+        input=b"",
+        capture_output=True,
+        timeout=120,
+    )
+    assert empty.returncode == 1 and b"no image on standard input" in empty.stderr

@@ -20,6 +20,7 @@ from lookalike.cli.options import (
     TextModelOption,
     console,
     err_console,
+    image_input,
     open_catalog,
     parse_filters,
     print_hits,
@@ -141,7 +142,9 @@ def _warn_skipped(src) -> None:
 def search(
     image: Annotated[
         str | None,
-        typer.Argument(help="Image path or http(s) URL (or give --text instead).", show_default=False),
+        typer.Argument(
+            help="Image path, http(s) URL or - (standard input); or give --text.", show_default=False
+        ),
     ] = None,
     text: Annotated[
         str | None,
@@ -199,14 +202,19 @@ def search(
     with open_catalog(db) as cat:
         model = model or cat.model
         hits = cat.search(
-            image, k=k, filters=parse_filters(filter), model=model, rerank=rerank, verifier=verifier
+            image_input(image),
+            k=k,
+            filters=parse_filters(filter),
+            model=model,
+            rerank=rerank,
+            verifier=verifier,
         )
-        print_hits(image, model, hits, json_)
+        print_hits("<stdin>" if image == "-" else image, model, hits, json_)
 
 
 @app.command()
 def tag(
-    image: Annotated[str, typer.Argument(help="Image path or http(s) URL.")],
+    image: Annotated[str, typer.Argument(help="Image path, http(s) URL or - (standard input).")],
     text_model: TextModelOption = None,
     db: DbOption = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="How many tags to show.")] = 5,
@@ -215,7 +223,8 @@ def tag(
     """Suggest tags for a photo: the catalog's categories and attribute values nearest to it."""
     with open_catalog(db) as cat:
         tm = cat.text_model(text_model)
-        tags = cat.tag(image, k=k, text_model=tm)
+        tags = cat.tag(image_input(image), k=k, text_model=tm)
+    image = "<stdin>" if image == "-" else image
     if json_:
         doc = {"query": image, "model": tm.image_model, "tags": [t.to_dict() for t in tags]}
         typer.echo(json.dumps(doc, indent=2))

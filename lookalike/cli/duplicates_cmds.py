@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from lookalike.cli.app import app
-from lookalike.cli.options import DbOption, JsonOption, console, open_catalog
+from lookalike.cli.options import DbOption, JsonOption, console, image_input, open_catalog
 
 
 @app.command()
@@ -36,7 +36,7 @@ def duplicates(
 
 @app.command()
 def copies(
-    image: Annotated[str, typer.Argument(help="Image path or http(s) URL to check.")],
+    image: Annotated[str, typer.Argument(help="Image path, http(s) URL or - (standard input) to check.")],
     db: DbOption = None,
     max_distance: Annotated[
         int,
@@ -50,7 +50,8 @@ def copies(
     from lookalike.duplicates import find_copies
 
     with open_catalog(db) as cat:
-        found = find_copies(cat, image, max_distance=max_distance)
+        found = find_copies(cat, image_input(image), max_distance=max_distance)
+    image = "<stdin>" if image == "-" else image
     if json_:
         typer.echo(json.dumps({"query": image, "copies": [c.to_dict() for c in found]}, indent=2))
         return

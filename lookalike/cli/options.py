@@ -191,3 +191,23 @@ def one_of(*choices: str):
         raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
 
     return check
+
+
+def image_input(image: str):
+    """An image argument as the library takes it: a path or URL as it is; ``-`` reads the image
+    from standard input (``lookalike search - < photo.jpg``, ``curl ... | lookalike search -``)."""
+    if image != "-":
+        return image
+    import sys
+
+    from lookalike.config import get_settings
+    from lookalike.errors import TooLargeError
+    from lookalike.images import load_image
+
+    limit = get_settings().max_image_bytes
+    data = sys.stdin.buffer.read(limit + 1)
+    if not data:
+        raise InvalidRequest("no image on standard input: pipe one in (lookalike search - < photo.jpg)")
+    if len(data) > limit:
+        raise TooLargeError("<stdin>", f"more than the {limit} bytes allowed (LOOKALIKE_MAX_IMAGE_BYTES)")
+    return load_image(data, name="<stdin>").image
