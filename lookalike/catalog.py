@@ -99,8 +99,8 @@ class IndexReport:
     def write(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.report_path = str(path)  # the file names itself, as the returned report does
         path.write_text(json.dumps(self.to_dict(), indent=2))
-        self.report_path = str(path)
         return path
 
 

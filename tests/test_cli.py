@@ -457,3 +457,15 @@ def test_an_image_can_come_from_standard_input(indexed, product_photos):
         timeout=120,
     )
     assert empty.returncode == 1 and b"no image on standard input" in empty.stderr
+
+
+def test_strict_index_exits_2_when_an_item_was_skipped(tmp_path, product_photos):
+    (product_photos / "Bag" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    db, report = tmp_path / "s.db", tmp_path / "r.json"
+    plain = run("index", str(product_photos), "--db", str(db), "--model", "pixels", "--report", str(report))
+    assert "1 bad image(s)" in plain.stdout and "broken.jpg" in plain.stderr
+    assert json.loads(report.read_text())["report_path"] == str(report)  # the file names itself
+    strict = run("index", str(product_photos), "--db", str(db), "--model", "pixels", "--strict", check=False)
+    assert strict.returncode == 2 and "indexed 40/41 products" in strict.stdout and "broken.jpg" in strict.stderr
+    proc = run("index", str(product_photos), "--db", str(db), "--strict", "--async", check=False)
+    assert proc.returncode == 1 and "--strict does not go with --async" in proc.stderr

@@ -52,6 +52,13 @@ def index(
     async_: Annotated[
         bool, typer.Option("--async", help="Submit as a background job to the workers.")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit with status 2 when any image or product was skipped (the good ones are still stored).",
+        ),
+    ] = False,
     replace_images: Annotated[
         bool,
         typer.Option(
@@ -81,6 +88,8 @@ def index(
     _warn_skipped(src)
     if total == 0:
         raise SourceError(f"source {src.name} has no products: nothing to index")
+    if async_ and strict:
+        raise InvalidRequest("--strict does not go with --async: `lookalike job ID` lists a job's bad items")
     if async_ and replace_images:
         raise InvalidRequest("--replace-images does not go with --async yet: index in the foreground")
     if async_:
@@ -126,6 +135,8 @@ def index(
         if len(r.failures) > 10:
             err_console.print(f"... and {len(r.failures) - 10} more")
         console.print(f"report: {r.report_path}")
+    if strict and (r.images_failed or r.products_failed):
+        raise typer.Exit(2)
 
 
 def _warn_skipped(src) -> None:
