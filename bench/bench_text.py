@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--products", type=int, default=10000, help="train-split items in the catalog")
     ap.add_argument("--models", default="default,pixels")
     ap.add_argument("--out", default="runs/bench_text")
+    ap.add_argument("--rounds", type=int, default=20, help="latency rounds (3 queries each)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,19 @@ def main() -> None:
                 for q in queries:
                     hits = cat.search_text(q, k=20, text_model=tm)
                     words[q] = round(sum(h.category == category for h in hits) / 20, 3)
+            # one query's cost: words (encode + map + search) against a photo (embed + search),
+            # interleaved rounds, best of each
+            photo = test[0]
+            text_s, photo_s = [], []
+            for _ in range(args.rounds):
+                t = time.perf_counter()
+                for q in ("ankle boots", "a red handbag", "summer dress"):
+                    cat.search_text(q, k=10, text_model=tm)
+                text_s.append((time.perf_counter() - t) / 3)
+                t = time.perf_counter()
+                for _ in range(3):
+                    cat.search(photo, k=10, model=model)
+                photo_s.append((time.perf_counter() - t) / 3)
         names = [ws[0] for ws in WORDS.values()]
         others = [w for ws in WORDS.values() for w in ws[1:]]
         results[model] = {
@@ -75,6 +89,8 @@ def main() -> None:
             "P@20_category_names": round(float(np.mean([words[w] for w in names])), 3),
             "P@20_other_words": round(float(np.mean([words[w] for w in others])), 3),
             "words": words,
+            "query_ms_text": round(min(text_s) * 1000, 2),
+            "query_ms_photo": round(min(photo_s) * 1000, 2),
         }
         print(model, json.dumps({k: v for k, v in results[model].items() if k != "words"}))
     (out / "results.json").write_text(json.dumps(results, indent=2))

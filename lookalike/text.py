@@ -75,8 +75,11 @@ class TextModel:
 
         texts = list(texts)
         for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise InvalidRequest(f"text #{i} is empty: give some words to search with")
+            if not isinstance(t, str) or not any(ch.isalnum() for ch in t):
+                what = (
+                    "empty" if not isinstance(t, str) or not t.strip() else "not words (no letter or digit)"
+                )
+                raise InvalidRequest(f"text #{i} is {what}: give some words to search with")
         x = load_text_encoder(self.encoder).embed_texts(texts)
         if x.shape[1] != self.coef.shape[0]:
             raise ModelError(
@@ -106,7 +109,10 @@ class TextModel:
             raise ModelError(f"image vector has {v.shape[0]} dims, this text model maps into {self.dim}")
         scores = self.tag_vectors() @ (v / (np.linalg.norm(v) or 1.0))
         order = np.argsort(-scores, kind="stable")[:k]
-        return [Tag(self.tags[i], self.tag_kinds[i], round(float(scores[i]), 6)) for i in order]
+        # a tag the photo points away from (cosine <= 0) is no suggestion
+        return [
+            Tag(self.tags[i], self.tag_kinds[i], round(float(scores[i]), 6)) for i in order if scores[i] > 0
+        ]
 
     def save(self, path: str | Path) -> Path:
         import torch
@@ -170,15 +176,45 @@ def product_text(record) -> str:
     return ". ".join(parts)
 
 
-def catalog_tags(records: Sequence, *, min_count: int = 5) -> tuple[list[str], list[str]]:
+#: an attribute value becomes a tag only if its products' mean image vector stands this many
+#: standard errors away from the catalog's mean (a random subset of the products: about 1)
+MIN_TAG_CONTRAST = 2.0
+
+
+def tag_contrast(vectors: np.ndarray, members: np.ndarray) -> float:
+    """How far the mean image vector of the products ``members`` (row indices) lies from the
+    whole catalog's mean, in standard errors of the mean of a random subset of the same size (one
+    drawn without replacement). About 1 for a set that does not look different from the catalog
+    (a ``split: test`` attribute, a shared currency), far more for a category or a colour. 0 when
+    the set is the whole catalog."""
+    n, m = len(vectors), len(members)
+    if m == 0 or m >= n:
+        return 0.0
+    mean = vectors.mean(axis=0)
+    spread = float(np.mean(np.sum((vectors - mean) ** 2, axis=1)))  # trace of the covariance
+    noise = spread * (1 / m - 1 / n) * n / (n - 1)
+    if noise <= 0:
+        return 0.0
+    return float(np.linalg.norm(vectors[members].mean(axis=0) - mean) / np.sqrt(noise))
+
+
+def catalog_tags(
+    records: Sequence, *, min_count: int = 5, vectors: np.ndarray | None = None
+) -> tuple[list[str], list[str]]:
     """The catalog's tags: every category, then string attribute values that at least
-    ``min_count`` products share (most frequent first), at most :data:`MAX_TAGS` in all."""
+    ``min_count`` products share (most frequent first), at most :data:`MAX_TAGS` in all. With the
+    products' image ``vectors`` (rows as ``records``), an attribute value is kept only if its
+    products look different from the catalog as a whole (:func:`tag_contrast` at least
+    :data:`MIN_TAG_CONTRAST`): a value that every product shares, or one that cuts the catalog at
+    random, is no tag a photo could show."""
     categories = Counter(r.category for r in records if isinstance(r.category, str) and r.category.strip())
     values: Counter = Counter()
-    for r in records:
+    holders: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(records):
         for key, value in (r.attributes or {}).items():
             if isinstance(value, str) and value.strip():
                 values[(key, value.strip())] += 1
+                holders.setdefault((key, value.strip()), []).append(i)
     tags: list[str] = []
     kinds: list[str] = []
     seen: set[str] = set()
@@ -188,6 +224,11 @@ def catalog_tags(records: Sequence, *, min_count: int = 5) -> tuple[list[str], l
         seen.add(name.casefold())
     for (key, value), count in sorted(values.items(), key=lambda kv: (-kv[1], kv[0])):
         if count < min_count or value.casefold() in seen:
+            continue
+        if (
+            vectors is not None
+            and tag_contrast(vectors, np.asarray(holders[(key, value)])) < MIN_TAG_CONTRAST
+        ):
             continue
         tags.append(value)
         kinds.append(key)
@@ -296,7 +337,7 @@ def train_text_model(
             advance(len(parts[-1]))
     x_unique = np.concatenate(parts)
     x = x_unique[[rows[t] for t in texts]]
-    tags, kinds = catalog_tags(records, min_count=min_tag_count)
+    tags, kinds = catalog_tags(records, min_count=min_tag_count, vectors=y)
 
     # each tag is also a text of its products: "Sandal" alone should land where sandals are, not
     # only "Sandal #12 (test). Sandal. split: test" (one row per tag, its products' mean, weighted

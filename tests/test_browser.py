@@ -401,6 +401,7 @@ def test_words_search_the_catalog_and_a_photo_gets_tags_that_search_with_theirs(
     page.set_input_files("#file-input", str(photo))
     page.wait_for_selector("#query-tags:not([hidden]) .tag")
     shot(page, "09-photo-tags")
+    assert page.input_value("#text-input") == ""  # the box shows the words being searched, or none
     tags = httpx.post(
         f"{text_server}/v1/tags", files={"image": ("boot.png", data, "image/png")}, data={"k": 3}
     )
@@ -416,8 +417,12 @@ def test_words_search_the_catalog_and_a_photo_gets_tags_that_search_with_theirs(
     assert errors == [], f"JavaScript errors on the page: {errors}"
 
 
-def test_without_a_text_model_the_page_has_no_words_box(page):
+def test_without_a_text_model_the_page_has_no_words_box(page, server):
     assert page.is_hidden("#text-form")
+    page.goto(f"{server}/?q=ankle+boots")  # an address from a server that had one
+    page.wait_for_selector("#error:not([hidden])")
+    assert "cannot be searched with words" in page.inner_text("#error")
+    assert "LOOKALIKE_TEXT_MODEL" not in page.inner_text("#error")  # no operator talk for shoppers
 
 
 def test_private_url_is_refused_on_the_page(page):

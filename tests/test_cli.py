@@ -384,10 +384,10 @@ def test_ctrl_c_while_indexing_keeps_the_finished_batches_and_says_so(tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert "interrupted: the batches that finished are stored" in err and "Traceback" not in err
+    assert "run the same command again" in err and "Traceback" not in err
     with sqlite3.connect(db) as conn:
         now = conn.execute("SELECT count(*) FROM products").fetchone()[0]
-    assert 0 < now < 30000 and f"holds {now:,} products" in err
+    assert 0 < now < 30000 and f"interrupted: {now:,} products of this run are stored" in err
 
 
 def test_ctrl_c_in_training_saves_the_finished_steps_and_the_same_command_goes_on(tmp_path):
@@ -466,6 +466,7 @@ def test_strict_index_exits_2_when_an_item_was_skipped(tmp_path, product_photos)
     assert "1 bad image(s)" in plain.stdout and "broken.jpg" in plain.stderr
     assert json.loads(report.read_text())["report_path"] == str(report)  # the file names itself
     strict = run("index", str(product_photos), "--db", str(db), "--model", "pixels", "--strict", check=False)
-    assert strict.returncode == 2 and "indexed 40/41 products" in strict.stdout and "broken.jpg" in strict.stderr
+    assert strict.returncode == 2 and "indexed 40/41 products" in strict.stdout
+    assert "broken.jpg" in strict.stderr
     proc = run("index", str(product_photos), "--db", str(db), "--strict", "--async", check=False)
     assert proc.returncode == 1 and "--strict does not go with --async" in proc.stderr

@@ -158,6 +158,8 @@ class SearchRequest(BaseModel):
         if self.text is not None:
             if not self.text.strip():
                 raise ValueError("text is blank: give some words to search with")
+            if not any(ch.isalnum() for ch in self.text):
+                raise ValueError("text has no words (no letter or digit): give some words to search with")
             if self.rerank:
                 raise ValueError("rerank checks a photo; a text search has none (leave rerank at 0)")
             if self.model:

@@ -152,6 +152,9 @@ class WarmUp:
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
         self.state = "not started"
+        #: the text model's own check (LOOKALIKE_TEXT_MODEL): a broken one turns words and tags off,
+        #: not the whole service
+        self.text_state = "not configured" if not catalog.settings.text_model else "not loaded yet"
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -170,14 +173,18 @@ class WarmUp:
         try:
             embedder = self.catalog.embedder()
             self.catalog.search_vector(np.zeros(embedder.dim, dtype=np.float32), k=1)
-            if self.catalog.settings.text_model:  # LOOKALIKE_TEXT_MODEL: loads, and fits this catalog
-                self.catalog.text_model().tag_vectors()
             self.state = "ok"
         except Exception as exc:  # reported by /readyz; a later /readyz retries
             log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)
             self.state = f"failed: {type(exc).__name__}: {exc}"
-        finally:
-            self._done.set()
+        if self.catalog.settings.text_model:  # loads, and fits this catalog's vectors
+            try:
+                self.catalog.text_model().tag_vectors()
+                self.text_state = "ok"
+            except Exception as exc:
+                log.warning("text model failed: %s: %s", type(exc).__name__, exc)
+                self.text_state = f"failed: {type(exc).__name__}: {exc}"
+        self._done.set()
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)

@@ -106,7 +106,7 @@ def index(
             )
         return
     with open_catalog(db, create=True) as cat:
-        before = cat.stats()["products"]
+        stored = [0]  # products of this run in finished batches (no catalog call after Ctrl-C)
         try:
             r = cat.index(
                 src,
@@ -115,13 +115,12 @@ def index(
                 batch_size=batch_size,
                 report_path=report,
                 replace_images=replace_images,
+                on_batch=lambda part: stored.__setitem__(0, stored[0] + part.products_indexed),
             )
         except KeyboardInterrupt:
-            now = cat.stats()["products"]
             err_console.print(
-                f"interrupted: the batches that finished are stored (the catalog holds {now:,} products, "
-                f"{now - before:+,}); run the same command again to index the rest: unchanged images "
-                "are not embedded twice"
+                f"interrupted: {stored[0]:,} products of this run are stored (the batches that finished); "
+                "run the same command again to index the rest: unchanged images are not embedded twice"
             )
             raise typer.Exit(130) from None
         console.print(

@@ -32,6 +32,8 @@ def serve(
     _check_address(host, port)  # and so do a busy port and a host that is not an address here
     settings = get_settings()
     with open_catalog(db, create=True) as cat:  # and so does a catalog that cannot be opened
+        if settings.text_model:  # and a text model that does not load or fit this catalog
+            cat.text_model()
         if cat.stats()["products"] == 0:
             err_console.print(
                 f"[yellow]note[/] the catalog {escape(str(cat.store.url))} is empty: add products with "

@@ -11,7 +11,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from lookalike.api.deps import CatalogDep, ServiceDep, require_read_key
+from lookalike.api.deps import ServiceDep, require_read_key
 from lookalike.api.routers.search import ERRORS
 from lookalike.api.schemas import HealthStatus, StatsPublic
 
@@ -41,10 +41,11 @@ def redact_db_url(url: str) -> str:
     summary="What the catalog holds",
     dependencies=[Depends(require_read_key)],
 )
-def stats(catalog: CatalogDep) -> StatsPublic:
+def stats(service: ServiceDep) -> StatsPublic:
     """Product, image and embedding counts, the models and the categories (with product counts)."""
+    catalog = service.catalog
     s = catalog.stats()
-    text = bool(catalog.settings.text_model)
+    text = bool(catalog.settings.text_model) and not service.warm_up.text_state.startswith("failed")
     return StatsPublic(**{**s, "db": redact_db_url(str(s["db"])), "text_search": text})
 
 
@@ -93,6 +94,8 @@ async def readyz(service: ServiceDep) -> JSONResponse:
         await anyio.to_thread.run_sync(warm.wait, WARM_UP_WAIT_S, abandon_on_cancel=True)
         checks["index"] = warm.state
         ready = warm.state == "ok"
+        if service.settings.text_model:  # words and tags: reported, but photo search does not need it
+            checks["text_model"] = warm.text_state
     body = HealthStatus(status="ok" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 

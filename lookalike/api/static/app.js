@@ -232,6 +232,7 @@ async function runSearch() {
   if (!lastQuery) return;
   const seq = ++requestSeq;
   els.rerank.disabled = !hasPhoto(lastQuery); // a product or words have no photo to check against
+  if (lastQuery.kind !== "text") els.textInput.value = ""; // the box shows the words being searched
   els.tags.hidden = true;
   const k = els.k.value;
   const rerank = els.rerank.checked ? RERANK_DEPTH : 0;
@@ -268,7 +269,10 @@ async function runSearch() {
     if (seq !== requestSeq) return; // a newer search started meanwhile
     if (!response.ok) {
       const err = await readError(response);
-      if (AUTH_CODES.has(err.code)) askForKey(err.code); else showError(err.code, err.message);
+      if (AUTH_CODES.has(err.code)) askForKey(err.code);
+      else if (lastQuery.kind === "text" && !textSearch && err.code === "invalid_request") {
+        showError("invalid_request", "This catalog cannot be searched with words: search with a photo instead.");
+      } else showError(err.code, err.message);
       clearResults("No results", "Fix the problem above and try again.");
       return;
     }
@@ -307,8 +311,9 @@ function render(doc) {
     empty.className = "empty";
     const strong = document.createElement("strong");
     strong.textContent = "Nothing to show";
+    const what = lastQuery.kind === "text" ? "matches these words" : "looks like this";
     empty.append(strong, els.category.value
-      ? `No product in ${els.category.value} looks like this. Try \u201cAll categories\u201d.`
+      ? `No product in ${els.category.value} ${what}. Try \u201cAll categories\u201d.`
       : "The catalog has no products to compare with yet.");
     els.results.append(empty);
   }
@@ -539,7 +544,7 @@ async function restore(state) {
   clearError();
   const product = params.get("product");
   const url = params.get("url");
-  const words = params.get("q");
+  const words = (params.get("q") || "").trim().slice(0, 500); // as the box would take it
   if (state?.kind === "file" && historyFiles.has(state.fileId)) {
     searchFile(historyFiles.get(state.fileId), false);
   } else if (product) {
