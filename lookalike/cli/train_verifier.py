@@ -26,10 +26,18 @@ def train_verifier_cmd(
         typer.Option(help="Where to write the verifier checkpoint (default RUN_DIR/verifier.pt)."),
     ] = None,
     embedder: Annotated[
-        str, typer.Option(help="The embedder whose short-lists it will re-rank.")
+        str,
+        typer.Option(
+            "--embedder",
+            "--model",
+            "-m",
+            help="The embedder whose short-lists it will re-rank (as --model elsewhere).",
+        ),
     ] = "default",
     steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 1200,
-    batch: Annotated[int, typer.Option(min=2, help="Street views (products) per step.")] = 48,
+    batch: Annotated[
+        int, typer.Option("--batch", "--batch-size", min=2, help="Street views (products) per step.")
+    ] = 48,
     negatives: Annotated[int, typer.Option(min=1, help="Hard negatives per street view.")] = 7,
     pool: Annotated[int, typer.Option(min=2, help="Negatives come from the embedder's POOL nearest.")] = 40,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (one-cycle).")] = 1e-3,
