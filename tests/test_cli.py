@@ -470,3 +470,16 @@ def test_strict_index_exits_2_when_an_item_was_skipped(tmp_path, product_photos)
     assert "broken.jpg" in strict.stderr
     proc = run("index", str(product_photos), "--db", str(db), "--strict", "--async", check=False)
     assert proc.returncode == 1 and "--strict does not go with --async" in proc.stderr
+
+
+def test_delete_takes_several_ids_and_deletes_none_if_one_is_unknown(indexed, tmp_path):
+    proc = run("delete", "sku001", "nope", "--db", str(indexed), check=False)
+    assert proc.returncode == 1 and "product 'nope' not found" in proc.stderr
+    assert json.loads(run("stats", "--db", str(indexed), "--json").stdout)["products"] == 40  # untouched
+    out = run("delete", "sku001", "sku002", "sku001", "--db", str(indexed), "--json").stdout
+    assert json.loads(out) == {"deleted": ["sku001", "sku002"]}
+    assert json.loads(run("stats", "--db", str(indexed), "--json").stdout)["products"] == 38
+    proc = run("explore", "clusters", "import", str(tmp_path), "--db", str(indexed), check=False)
+    assert proc.returncode == 1 and "is a folder, not the annotated clusters CSV" in proc.stderr
+    proc = run("db", "start", "--pgdata", str(indexed), check=False)
+    assert proc.returncode == 1 and "is a file, not a folder for the server's data" in proc.stderr

@@ -265,13 +265,29 @@ def similar(
 
 @app.command()
 def delete(
-    product_id: Annotated[str, typer.Argument(help="The product to delete.")],
+    product_ids: Annotated[list[str], typer.Argument(help="The products to delete (one or more ids).")],
     db: DbOption = None,
+    json_: JsonOption = False,
 ) -> None:
-    """Delete a product (its images go too unless another product uses them)."""
+    """Delete products (their images go too unless another product uses them). Every id is checked
+    first: with one unknown id, nothing is deleted."""
+    from lookalike.errors import ProductNotFound
+
+    ids = list(dict.fromkeys(product_ids))
     with open_catalog(db) as cat:
-        cat.delete(product_id)
-        console.print(f"deleted {product_id}")
+        missing = [p for p in ids if p not in cat.get_products(ids)]
+        if missing:
+            if len(missing) == 1:
+                raise ProductNotFound(missing[0])
+            raise InvalidRequest(
+                f"{len(missing)} products not found, nothing deleted: {', '.join(missing[:10])}"
+            )
+        for product_id in ids:
+            cat.delete(product_id)
+    if json_:
+        typer.echo(json.dumps({"deleted": ids}))
+    else:
+        console.print(f"deleted {', '.join(ids)}")
 
 
 @app.command()

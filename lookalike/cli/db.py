@@ -24,8 +24,11 @@ DatabaseOption = Annotated[str, typer.Option("--database", "-d", help="Database 
 
 def _server(pgdata: Path | None):
     from lookalike.config import get_settings
+    from lookalike.errors import InvalidRequest
     from lookalike.store.pgserver import LocalPostgres
 
+    if pgdata is not None and pgdata.exists() and not pgdata.is_dir():
+        raise InvalidRequest(f"--pgdata {pgdata}: is a file, not a folder for the server's data")
     return LocalPostgres(pgdata or get_settings().data_dir / "postgres")
 
 

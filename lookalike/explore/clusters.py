@@ -104,6 +104,8 @@ def read_labels(path: str | Path, *, propagate: bool = True) -> tuple[dict[str, 
     A row's own ``label`` wins. With ``propagate``, a cluster whose labelled rows all agree gives that
     label to its unlabelled rows too (annotate a cluster once, on any of its rows)."""
     path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"{path}: is a folder, not the annotated clusters CSV")
     if not path.is_file():
         raise SourceError(f"{path}: annotation file not found")
     with path.open(newline="", encoding="utf-8-sig") as f:
