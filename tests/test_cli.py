@@ -483,3 +483,15 @@ def test_delete_takes_several_ids_and_deletes_none_if_one_is_unknown(indexed, tm
     assert proc.returncode == 1 and "is a folder, not the annotated clusters CSV" in proc.stderr
     proc = run("db", "start", "--pgdata", str(indexed), check=False)
     assert proc.returncode == 1 and "is a file, not a folder for the server's data" in proc.stderr
+
+
+def test_more_identities_per_batch_than_products_is_refused(tmp_path):
+    proc = run(
+        "train", "metric", "--identities", "500", "--limit", "200", "--no-localize",
+        "--run-dir", str(tmp_path / "run"), check=False,
+    )  # fmt: skip
+    assert (
+        proc.returncode == 1
+        and "identities per batch (500, --identities) is more than the 200" in proc.stderr
+    )
+    assert not (tmp_path / "run").exists()

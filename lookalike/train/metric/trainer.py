@@ -554,6 +554,11 @@ def train_metric(
         )
     if len(data) < 10:
         raise LookalikeError(f"need at least 10 training items, got {len(data)}")
+    if r.identities_per_batch > len(data):
+        raise LookalikeError(
+            f"identities per batch ({r.identities_per_batch}, --identities) is more than the "
+            f"{len(data)} products to train on"
+        )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     out = Path(out) if out else run_dir / "model.pt"
