@@ -346,6 +346,8 @@ def train_text_model(
 
     metrics: dict = {"products": len(records), "distinct_texts": len(unique), "tags": len(tags)}
     n_val = int(round(len(records) * holdout))
+    if 0 < holdout and n_val < 10:
+        say(f"{len(records)} products: too few to hold {holdout:.0%} out and measure the map (10 needed)")
     if n_val >= 10:
         order = np.random.default_rng(seed).permutation(len(records))
         val, train = order[:n_val], order[n_val:]
