@@ -369,6 +369,8 @@ def test_ctrl_c_while_indexing_keeps_the_finished_batches_and_says_so(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a background job (make test &) ignores SIGINT, and a child inherits that: Ctrl-C as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     stored = 0
@@ -406,6 +408,7 @@ def test_ctrl_c_in_training_saves_the_finished_steps_and_the_same_command_goes_o
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
     )
     assert proc.stdout.readline().startswith("training")
     assert proc.stdout.readline().startswith("step 0")  # the untrained start is measured: steps follow
