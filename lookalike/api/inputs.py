@@ -76,6 +76,23 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def form_image(form: FormData, limit: int, what: str) -> tuple[bytes, str]:
+    """The bytes and file name of a multipart form's ``image`` file (``what``: the endpoint, for
+    the error when there is none)."""
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise InvalidRequest(f"multipart {what} needs a file field named 'image'")
+    return await read_upload(upload, limit), upload.filename or "upload"
+
+
+async def raw_image(request: Request, limit: int) -> bytes:
+    """An ``image/*`` request's body: the image itself, at most ``limit`` bytes."""
+    data = await request.body()
+    if len(data) > limit:
+        raise TooLargeError("upload", f"upload is {len(data)} bytes, limit is {limit}", kind="too_large")
+    return data
+
+
 def decode_base64(text: str, *, item: str, limit: int) -> bytes:
     if text.startswith("data:"):  # a data: URL pasted as is
         text = text.partition(",")[2]

@@ -12,12 +12,13 @@ from lookalike.api.inputs import (
     MULTIPART,
     check_filters,
     decode_base64,
+    form_image,
     media_type,
     parse_filters,
     parse_k,
+    raw_image,
     read_form,
     read_json,
-    read_upload,
     require_url,
     unsupported_media,
 )
@@ -38,7 +39,7 @@ from lookalike.api.schemas import (
 )
 from lookalike.api.service import Service
 from lookalike.catalog import Hit
-from lookalike.errors import InvalidRequest, TooLargeError
+from lookalike.errors import InvalidRequest
 from lookalike.images import load_image
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read_key)])
@@ -250,16 +251,11 @@ async def tags(
         return await service.inference.run(tag_image, service, data, "image_base64", body.k)
     if kind == MULTIPART:
         form = await read_form(request, max_files=1)
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            raise InvalidRequest("multipart tags needs a file field named 'image'")
-        data = await read_upload(upload, limit)
+        data, name = await form_image(form, limit, "tags")
         form_k = parse_k(form.get("k"), default=k or 5, max_k=MAX_TAGS_K)
-        return await service.inference.run(tag_image, service, data, upload.filename or "upload", form_k)
+        return await service.inference.run(tag_image, service, data, name, form_k)
     if kind.startswith("image/"):
-        data = await request.body()
-        if len(data) > limit:
-            raise TooLargeError("upload", f"upload is {len(data)} bytes, limit is {limit}", kind="too_large")
+        data = await raw_image(request, limit)
         return await service.inference.run(tag_image, service, data, "upload", k or 5)
     raise unsupported_media(request, [MULTIPART, JSON, "image/*"])
 
@@ -317,21 +313,15 @@ async def search(
         )
     if kind == MULTIPART:
         form = await read_form(request, max_files=1)
-        upload = form.get("image")
-        if upload is None or isinstance(upload, str):
-            raise InvalidRequest("multipart search needs a file field named 'image'")
-        data = await read_upload(upload, limit)
+        data, name = await form_image(form, limit, "search")
         form_k = parse_k(form.get("k"), default=k or 10, max_k=MAX_K)
         form_rerank = parse_k(form.get("rerank"), default=rerank or 0, max_k=MAX_RERANK, name="rerank", low=0)
         filters = parse_filters(form.get("category") or category, form.getlist("filter") or filter)
-        name = upload.filename or "upload"
         return await service.inference.run(
             search_image, service, data, name, form_k, filters, None, form_rerank
         )
     if kind.startswith("image/"):
-        data = await request.body()
-        if len(data) > limit:
-            raise TooLargeError("upload", f"upload is {len(data)} bytes, limit is {limit}", kind="too_large")
+        data = await raw_image(request, limit)
         return await service.inference.run(
             search_image, service, data, "upload", k or 10, parse_filters(category, filter), None, rerank or 0
         )
