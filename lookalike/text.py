@@ -249,16 +249,17 @@ def _tag_rows(enc, records: Sequence, y: np.ndarray, tags: list[str], kinds: lis
     """(tag vectors, the normalised mean image vector of the products with each tag, their counts)."""
     from lookalike.embedders import l2_normalise
 
+    wanted = set(zip(kinds, tags, strict=True))
+    members: dict[tuple[str, str], list[int]] = {}  # one pass over the products, not one per tag
+    for i, r in enumerate(records):
+        if ("category", r.category) in wanted:
+            members.setdefault(("category", r.category), []).append(i)
+        for key, value in (r.attributes or {}).items():
+            if isinstance(value, str) and (key, value.strip()) in wanted:
+                members.setdefault((key, value.strip()), []).append(i)
     rows, means, counts = [], [], []
     for tag, kind in zip(tags, kinds, strict=True):
-        if kind == "category":
-            has = [i for i, r in enumerate(records) if r.category == tag]
-        else:
-            has = [
-                i
-                for i, r in enumerate(records)
-                if isinstance((r.attributes or {}).get(kind), str) and r.attributes[kind].strip() == tag
-            ]
+        has = members.get((kind, tag))
         if has:
             rows.append(tag)
             means.append(y[has].mean(axis=0))
