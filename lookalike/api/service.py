@@ -177,14 +177,21 @@ class WarmUp:
         except Exception as exc:  # reported by /readyz; a later /readyz retries
             log.warning("warm-up failed: %s: %s", type(exc).__name__, exc)
             self.state = f"failed: {type(exc).__name__}: {exc}"
-        if self.catalog.settings.text_model:  # loads, and fits this catalog's vectors
+        finally:
             try:
-                self.catalog.text_model().tag_vectors()
-                self.text_state = "ok"
-            except Exception as exc:
-                log.warning("text model failed: %s: %s", type(exc).__name__, exc)
-                self.text_state = f"failed: {type(exc).__name__}: {exc}"
-        self._done.set()
+                self._warm_text()
+            finally:
+                self._done.set()  # whatever happened: /readyz never waits on a warm-up that ended
+
+    def _warm_text(self) -> None:
+        if not self.catalog.settings.text_model:
+            return
+        try:  # loads, and fits this catalog's vectors
+            self.catalog.text_model().tag_vectors()
+            self.text_state = "ok"
+        except Exception as exc:
+            log.warning("text model failed: %s: %s", type(exc).__name__, exc)
+            self.text_state = f"failed: {type(exc).__name__}: {exc}"
 
     def wait(self, timeout: float) -> bool:
         return self._done.wait(timeout)
