@@ -42,6 +42,7 @@ from lookalike.sources import Source, SourceProduct, open_source
 from lookalike.store import NewImage, ProductRecord, ProductWrite, Store, open_store
 
 if TYPE_CHECKING:
+    from lookalike.authenticity import AuthenticityCheck
     from lookalike.text import Tag, TextModel
 
 Product = ProductRecord
@@ -713,6 +714,45 @@ class Catalog:
         """Products that look like ``product_id`` (the product itself excluded)."""
         vector = self.product_vector(product_id, model)
         return self.search_vector(vector, k=k, filters=filters, model=model, exclude=[product_id])
+
+    def recommend(
+        self,
+        liked: Iterable[str],
+        k: int = 10,
+        *,
+        disliked: Iterable[str] = (),
+        exclude: Iterable[str] = (),
+        filters: dict[str, str] | None = None,
+        method: str = "balanced",
+        diversity: float = 0.0,
+        dislike_weight: float = 0.5,
+        model: str | None = None,
+    ) -> list[Hit]:
+        """Products that look like the ``liked`` ones and unlike the ``disliked`` ones, none of
+        them (nor ``exclude``) included: :func:`lookalike.recommend.recommend`."""
+        from lookalike.recommend import recommend
+
+        return recommend(
+            self,
+            liked,
+            k,
+            disliked=disliked,
+            exclude=exclude,
+            filters=filters,
+            method=method,
+            diversity=diversity,
+            dislike_weight=dislike_weight,
+            model=model,
+        )
+
+    def check_authenticity(
+        self, product_id: str, photo: ImageInput, *, rerank: int = 0, window: int = 100
+    ) -> AuthenticityCheck:
+        """Does ``photo`` show ``product_id``? Its reference photos and the whole catalog decide:
+        :func:`lookalike.authenticity.check_authenticity` (verdict copy/match/lookalike/different)."""
+        from lookalike.authenticity import check_authenticity
+
+        return check_authenticity(self, product_id, photo, rerank=rerank, window=window)
 
     def product_vectors(self, model: str | None = None) -> tuple[list[str], np.ndarray]:
         """(product ids, one L2-normalised vector per product) for every product with vectors."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
@@ -165,6 +165,111 @@ class SearchRequest(BaseModel):
             if self.model:
                 raise ValueError("a text search uses the text model's image model: leave model out")
         return self
+
+
+# --- authenticity ------------------------------------------------------------------------------
+class AuthenticityRequest(BaseModel):
+    """Check a photo, given as exactly one of ``image_url`` or ``image_base64``, against a product."""
+
+    image_url: str | None = Field(
+        None, max_length=4096, description="An http(s) image URL (public hosts only)."
+    )
+    image_base64: str | None = Field(None, description="Image file bytes, base64-encoded.")
+    rerank: int = Field(
+        0,
+        ge=0,
+        le=MAX_RERANK,
+        description="Rank with alignment and the learned verifier over this many products (0: the "
+        "embedding alone); for customer photos 100-300 finds the product first far more often.",
+    )
+    window: int = Field(
+        100, ge=1, le=MAX_K, description="Products looked at before the verdict is `different`."
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"image_url": "https://shop.example/claim.jpg", "rerank": 100}]},
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_image(self) -> AuthenticityRequest:
+        given = [n for n in ("image_url", "image_base64") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of image_url or image_base64")
+        return self
+
+
+class ReferencePublic(BaseModel):
+    image_id: int
+    score: float = Field(description="Cosine similarity between the photo and this reference photo.")
+    hash_distance: int = Field(description="Perceptual-hash distance in bits (0 = the same picture).")
+    thumbnail_url: str
+
+
+class AuthenticityResponse(BaseModel):
+    """The verdict on whether a photo shows a product (`lookalike authenticate --json`)."""
+
+    query: str
+    model: str
+    product_id: str
+    verdict: Literal["copy", "match", "lookalike", "different"] = Field(
+        description="copy: a copy of one of the product's reference photos; match: no catalog product "
+        "looks more like the photo; lookalike: it is in the first `window` but others look more "
+        "alike; different: it is not."
+    )
+    reason: str
+    rank: int | None = Field(description="The product's place among all products for the photo (1 = best).")
+    score: float = Field(description="Cosine similarity to the product's best reference photo.")
+    best_other: dict[str, Any] | None = Field(
+        description="The product the photo looks most like, other than this one."
+    )
+    references: list[ReferencePublic]
+    rerank: int
+    verifier: float | None = None
+    copy_of: int | None = None
+
+
+# --- recommendations ---------------------------------------------------------------------------
+MAX_LIKED = 100  # liked, disliked or excluded products in one request (lookalike.recommend)
+
+ProductIdItem = Annotated[str, Field(pattern=PRODUCT_ID_PATTERN)]
+
+
+class RecommendRequest(BaseModel):
+    """Products that look like ``liked`` and unlike ``disliked`` (none of them, nor ``exclude``)."""
+
+    liked: list[ProductIdItem] = Field(
+        min_length=1, max_length=MAX_LIKED, description="The products the shopper liked (a wishlist, a cart)."
+    )
+    disliked: list[ProductIdItem] = Field(
+        [], max_length=MAX_LIKED, description='Products to steer away from ("not like this").'
+    )
+    exclude: list[ProductIdItem] = Field(
+        [],
+        max_length=MAX_LIKED,
+        description="Products never to recommend (bought already); unknown ids are fine.",
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description="How many products to return.")
+    filters: dict[str, str] | None = Field(None, max_length=MAX_FILTERS, description=FILTERS_DESCRIPTION)
+    method: Literal["balanced", "nearest", "centroid"] = Field(
+        "balanced",
+        description="balanced: similarity to the nearest liked product, measured against that "
+        "product's own neighbourhood, so every liked product gets its share; nearest: plain "
+        "similarity to the nearest liked product; centroid: to their mean.",
+    )
+    diversity: float = Field(
+        0.0, ge=0.0, le=1.0, description="0: the most alike first; up to 1: fewer near-copies of each other."
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"liked": ["fmnist-test-0", "fmnist-test-1"], "k": 10},
+                {"liked": ["fmnist-test-9"], "disliked": ["fmnist-test-12"], "diversity": 0.3},
+            ]
+        },
+    )
 
 
 # --- tags --------------------------------------------------------------------------------------

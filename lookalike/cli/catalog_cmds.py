@@ -1,4 +1,4 @@
-"""Catalog commands: index, search, tag, similar, delete, stats, check-index."""
+"""Catalog commands: index, search, tag, similar, recommend, delete, stats, check-index."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from lookalike.cli.options import (
     console,
     err_console,
     image_input,
+    one_of,
     open_catalog,
     parse_filters,
     print_hits,
     writable_file,
 )
 from lookalike.errors import InvalidRequest, SourceError
+from lookalike.recommend import METHODS
 
 
 @app.command()
@@ -261,6 +263,54 @@ def similar(
         model = model or cat.model
         hits = cat.similar(product_id, k=k, filters=parse_filters(filter), model=model)
         print_hits(product_id, model, hits, json_)
+
+
+@app.command()
+def recommend(
+    liked: Annotated[list[str], typer.Argument(help="Products the shopper liked (one or more ids).")],
+    disliked: Annotated[
+        list[str] | None,
+        typer.Option("--not", help="A product to steer away from (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="A product never to recommend, e.g. bought already (repeatable)."),
+    ] = None,
+    db: DbOption = None,
+    model: ModelOption = None,
+    k: KOption = 10,
+    filter: FilterOption = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            callback=one_of(*METHODS),
+            help="balanced: every liked product gets its share; nearest: the most alike first; "
+            "centroid: products like all of them at once.",
+        ),
+    ] = "balanced",
+    diversity: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="0: the most alike first; up to 1: fewer near-copies."),
+    ] = 0.0,
+    json_: JsonOption = False,
+) -> None:
+    """Recommend products that look like the liked ones (and unlike --not ones).
+
+    Example: lookalike recommend fmnist-test-0 fmnist-test-2 --not fmnist-test-9 -k 5
+    """
+    with open_catalog(db) as cat:
+        model = model or cat.model
+        hits = cat.recommend(
+            liked,
+            k=k,
+            disliked=disliked or [],
+            exclude=exclude or [],
+            filters=parse_filters(filter),
+            method=method,
+            diversity=diversity,
+            model=model,
+        )
+        print_hits("liked: " + ", ".join(dict.fromkeys(liked)), model, hits, json_)
 
 
 @app.command()

@@ -7,7 +7,7 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTERS: tuple[str, ...] = ("system", "search", "products", "images", "index_jobs")
+ROUTERS: tuple[str, ...] = ("system", "search", "recommendations", "products", "images", "index_jobs")
 
 
 def all_routers() -> list[APIRouter]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from lookalike.api.deps import ServiceDep, require_read_key
 from lookalike.api.inputs import (
@@ -27,9 +27,13 @@ from lookalike.api.schemas import (
     MAX_K,
     MAX_RERANK,
     MAX_TAGS_K,
+    PRODUCT_ID_PATTERN,
     RERANK_DESCRIPTION,
+    AuthenticityRequest,
+    AuthenticityResponse,
     ErrorResponse,
     HitPublic,
+    ReferencePublic,
     SearchRequest,
     SearchResponse,
     TagPublic,
@@ -325,4 +329,86 @@ async def search(
         return await service.inference.run(
             search_image, service, data, "upload", k or 10, parse_filters(category, filter), None, rerank or 0
         )
+    raise unsupported_media(request, [MULTIPART, JSON, "image/*"])
+
+
+def authenticate_image(
+    service: Service, product_id: str, image: bytes | str, name: str, rerank: int, window: int
+) -> AuthenticityResponse:
+    """Load (or fetch, SSRF-guarded) the photo and check it against the product: inference thread."""
+    catalog = service.catalog
+    catalog.get_product(product_id)  # a 404 before the image is fetched or decoded
+    loaded = load_image(image, settings=service.settings, name=name)
+    check = catalog.check_authenticity(product_id, loaded.image, rerank=rerank, window=window)
+    doc = check.to_dict()
+    doc["references"] = [
+        ReferencePublic(**r, thumbnail_url=image_url(r["image_id"])) for r in doc["references"]
+    ]
+    return AuthenticityResponse(query=name, model=catalog.model, **doc)
+
+
+@router.post(
+    "/products/{product_id}/authenticity",
+    response_model=AuthenticityResponse,
+    responses=ERRORS,
+    summary="Does a photo show this product?",
+    tags=["products"],
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                JSON: {"schema": AuthenticityRequest.model_json_schema()},
+                MULTIPART: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "image": {"type": "string", "format": "binary"},
+                            "rerank": {"type": "integer"},
+                            "window": {"type": "integer"},
+                        },
+                        "required": ["image"],
+                    }
+                },
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
+async def authenticity(
+    request: Request,
+    service: ServiceDep,
+    product_id: Annotated[
+        str, Path(pattern=PRODUCT_ID_PATTERN, description="The product the photo is said to show.")
+    ],
+    rerank: Annotated[
+        int | None, Query(ge=0, le=MAX_RERANK, description="(uploads) see the JSON field.")
+    ] = None,
+    window: Annotated[int | None, Query(ge=1, le=MAX_K, description="(uploads) see the JSON field.")] = None,
+) -> AuthenticityResponse:
+    """Check a photo (a seller's listing, a customer's claim) against the product's reference
+    photos and the whole catalog. The verdict: `copy` (the photo is one of the product's own
+    reference photos, re-encoded), `match` (no catalog product looks more like it), `lookalike`
+    (others look more like it; the best is named) or `different`. Takes the image as `search`
+    does: a multipart `image` field, JSON with `image_url` or `image_base64`, or a raw `image/*`
+    body."""
+    limit = service.settings.max_upload_bytes
+    kind = media_type(request)
+    run = service.inference.run
+    if kind == JSON:
+        body: AuthenticityRequest = await read_json(request, AuthenticityRequest)
+        if body.image_url:
+            url = require_url(body.image_url, "image_url")
+            return await run(authenticate_image, service, product_id, url, url, body.rerank, body.window)
+        data = decode_base64(body.image_base64, item="image_base64", limit=limit)
+        return await run(
+            authenticate_image, service, product_id, data, "image_base64", body.rerank, body.window
+        )
+    if kind == MULTIPART:
+        form = await read_form(request, max_files=1)
+        data, name = await form_image(form, limit, "authenticity")
+        form_rerank = parse_k(form.get("rerank"), default=rerank or 0, max_k=MAX_RERANK, name="rerank", low=0)
+        form_window = parse_k(form.get("window"), default=window or 100, max_k=MAX_K, name="window")
+        return await run(authenticate_image, service, product_id, data, name, form_rerank, form_window)
+    if kind.startswith("image/"):
+        data = await raw_image(request, limit)
+        return await run(authenticate_image, service, product_id, data, "upload", rerank or 0, window or 100)
     raise unsupported_media(request, [MULTIPART, JSON, "image/*"])
