@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from lookalike.catalog import Catalog, Hit, ImageInput
 
 VERDICTS = ("copy", "match", "lookalike", "different")
+#: a "copy" must also be this close to the copied reference photo by the model's cosine
+COPY_MIN_SCORE = 0.9
 
 
 @dataclass
@@ -97,6 +99,7 @@ def check_authenticity(
     query = query / (np.linalg.norm(query) or 1.0)
     stored = catalog.store.vectors_for_images(product.image_ids, model)
     if not stored:
+        catalog.get_product(product_id)  # deleted meanwhile: ProductNotFound, not a model problem
         raise ModelMismatchError(f"product {product_id!r} has no vectors for model {model!r}")
 
     # reference photos: similarity and perceptual-hash distance, most alike first
@@ -119,11 +122,13 @@ def check_authenticity(
     rank = next((i for i, h in enumerate(hits, 1) if h.product_id == product_id), None)
     own = hits[rank - 1] if rank else None
     others = [h for h in hits if h.product_id != product_id]
+    if own is not None and not rerank:  # products sharing the matched image tie: no one is ahead
+        rank = 1 + sum(h.score > own.score + 1e-6 for h in others)
     best_other = _public(others[0]) if others else None
 
-    copy = min(refs, key=lambda r: r.hash_distance)
-    n = catalog.store.counts()["products"]
-    if copy.hash_distance <= copy_distance:
+    # a copy: near-identical by hash *and* by the model (small plain images can share a hash)
+    copy = min(refs, key=lambda r: (r.hash_distance, -r.score))
+    if copy.hash_distance <= copy_distance and copy.score >= COPY_MIN_SCORE:
         verdict, reason = (
             "copy",
             (
@@ -134,7 +139,7 @@ def check_authenticity(
     elif rank == 1:
         verdict, reason = (
             "match",
-            (f"of the catalog's {n:,} products, the photo looks most like this one (score {score:.3f})"),
+            (f"no other product of the catalog looks more like the photo (score {score:.3f})"),
         )
     elif rank is not None:
         verdict, reason = (
@@ -149,8 +154,8 @@ def check_authenticity(
         verdict, reason = (
             "different",
             (
-                f"the photo does not look like this product: more than {window} products look more like it"
-                + (f"; the best is {others[0].product_id!r}" if others else "")
+                f"the photo does not look like this product: it is not among the {len(hits)} products "
+                "that look most like it" + (f"; the best is {others[0].product_id!r}" if others else "")
             ),
         )
     return AuthenticityCheck(

@@ -746,13 +746,28 @@ class Catalog:
         )
 
     def check_authenticity(
-        self, product_id: str, photo: ImageInput, *, rerank: int = 0, window: int = 100
+        self,
+        product_id: str,
+        photo: ImageInput,
+        *,
+        rerank: int = 0,
+        window: int = 100,
+        copy_distance: int = 6,
+        verifier: str | None = None,
     ) -> AuthenticityCheck:
         """Does ``photo`` show ``product_id``? Its reference photos and the whole catalog decide:
         :func:`lookalike.authenticity.check_authenticity` (verdict copy/match/lookalike/different)."""
         from lookalike.authenticity import check_authenticity
 
-        return check_authenticity(self, product_id, photo, rerank=rerank, window=window)
+        return check_authenticity(
+            self,
+            product_id,
+            photo,
+            rerank=rerank,
+            window=window,
+            copy_distance=copy_distance,
+            verifier=verifier,
+        )
 
     def product_vectors(self, model: str | None = None) -> tuple[list[str], np.ndarray]:
         """(product ids, one L2-normalised vector per product) for every product with vectors."""

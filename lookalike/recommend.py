@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.errors import InvalidRequest, ModelMismatchError, ProductNotFound
+from lookalike.errors import InvalidRequest, ProductNotFound
 
 if TYPE_CHECKING:
     from lookalike.catalog import Catalog, Hit
@@ -113,8 +113,9 @@ def recommend(
             candidates.setdefault(hit.product_id, hit)
     if not candidates:
         return []
-    hits = list(candidates.values())
-    vecs = _candidate_vectors(catalog, hits, model)
+    hits, vecs = _candidate_vectors(catalog, list(candidates.values()), model)
+    if not hits:
+        return []
 
     sims = vecs @ centroid[:, None] if method == "centroid" else vecs @ like.T
     if method == "balanced":  # each liked product's similarities against its own neighbourhood
@@ -128,30 +129,36 @@ def recommend(
 
 def _local_similarity(catalog: Catalog, like: np.ndarray, skip: list[str], model: str) -> np.ndarray:
     """Per liked product, the mean similarity of its ``LOCAL_NEIGHBOURS`` nearest products in the
-    whole catalog (no filters, no ``exclude``: a shopper's exclusions do not change the scale)."""
+    whole catalog, the liked and disliked products left out (no filters and no ``exclude``: a
+    shopper's exclusions do not change the scale)."""
     out = np.zeros(len(like), dtype=np.float32)
     for i, v in enumerate(like):
         hits = catalog.search_vector(v, k=LOCAL_NEIGHBOURS, model=model, exclude=skip)
         if hits:
-            out[i] = float((_candidate_vectors(catalog, hits, model) @ v).mean())
+            hits, vecs = _candidate_vectors(catalog, hits, model)
+            if hits:
+                out[i] = float((vecs @ v).mean())
     return out
 
 
-def _candidate_vectors(catalog: Catalog, hits: list[Hit], model: str) -> np.ndarray:
-    """One unit vector per candidate: the mean of its images' vectors, as ``product_vector``."""
+def _candidate_vectors(catalog: Catalog, hits: list[Hit], model: str) -> tuple[list[Hit], np.ndarray]:
+    """The candidates that still have vectors, and one unit vector each: the mean of its images'
+    vectors, as ``product_vector`` (a product deleted since the search is left out)."""
     products = catalog.store.get_products([h.product_id for h in hits])
     image_ids = {i for p in products.values() for i in p.image_ids}
     stored = catalog.store.vectors_for_images(image_ids, model)
-    rows = []
+    rows, kept = [], []
     for h in hits:
         record = products.get(h.product_id)
         vs = [stored[i] for i in (record.image_ids if record else []) if i in stored]
         if not vs:  # deleted or re-indexed since the search: its matched image still stands for it
             vs = [stored.get(h.image_id)] if h.image_id in stored else []
-        if not vs:
-            raise ModelMismatchError(f"product {h.product_id!r} has no vectors for model {model!r}")
-        rows.append(np.mean(np.stack(vs), axis=0))
-    return _unit(np.stack(rows).astype(np.float32))
+        if vs:
+            kept.append(h)
+            rows.append(np.mean(np.stack(vs), axis=0))
+    if not rows:
+        return [], np.empty((0, 0), dtype=np.float32)
+    return kept, _unit(np.stack(rows).astype(np.float32))
 
 
 def _mmr(score: np.ndarray, vecs: np.ndarray, k: int, diversity: float) -> list[int]:
@@ -162,6 +169,7 @@ def _mmr(score: np.ndarray, vecs: np.ndarray, k: int, diversity: float) -> list[
     free = np.ones(len(score), dtype=bool)
     for _ in range(min(k, len(score))):
         gain = (1.0 - diversity) * score - diversity * np.where(np.isfinite(nearest), nearest, 0.0)
+        gain = gain + 1e-9 * score  # ties (diversity 1 at the first pick) go to the best score
         gain[~free] = -np.inf
         i = int(np.argmax(gain))
         chosen.append(i)

@@ -75,6 +75,22 @@ def test_customer_photos_match_their_product_far_more_than_other_products(catalo
     assert np.mean(genuine) >= 0.5 and np.mean(impostor) <= 0.1, (np.mean(genuine), np.mean(impostor))
 
 
+def test_products_sharing_the_matched_photo_both_rank_first(tmp_path, fmnist_test):
+    """Two listings of one photo (variants) tie: neither is "behind" the other."""
+    images, _ = fmnist_test
+    for i in range(3):
+        Image.fromarray(images[i]).save(tmp_path / f"img{i}.png")
+    rows = ["product_id,image", "a,img0.png", "b,img0.png", "c,img1.png", "d,img2.png"]
+    (tmp_path / "catalog.csv").write_text("\n".join(rows) + "\n")
+    photo = Image.fromarray(images[0]).rotate(8, fillcolor=0).resize((84, 84))
+    with Catalog.open(str(tmp_path / "c.db")) as cat:
+        cat.index(str(tmp_path / "catalog.csv"), model="pixels", progress=False)
+        checks = [cat.check_authenticity(p, photo) for p in ("a", "b")]
+        other = cat.check_authenticity("c", photo)
+    assert [c.rank for c in checks] == [1, 1] and {c.verdict for c in checks} <= {"match", "copy"}
+    assert other.rank == 3 and other.verdict == "lookalike"
+
+
 def test_rerank_ranks_with_the_verifier(catalog_db, photos):
     with Catalog.open(catalog_db) as cat:
         check = cat.check_authenticity("fmnist-test-1", photos[1], rerank=20)

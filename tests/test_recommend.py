@@ -206,6 +206,7 @@ def test_api_recommendations(catalog_db, by_category):
             ({"liked": ["../etc/passwd"]}, "liked.0"),
             ({"liked": liked, "k": 101}, "k"),
             ({"liked": liked, "surprise": 1}, "surprise"),
+            ({"liked": [f"fmnist-test-{i}" for i in range(21)]}, "liked"),
         ]:
             bad = client.post("/v1/recommendations", json=body)
             assert bad.status_code == 422 and where in bad.json()["error"]["message"], (body, bad.text)

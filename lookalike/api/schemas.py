@@ -230,7 +230,10 @@ class AuthenticityResponse(BaseModel):
 
 
 # --- recommendations ---------------------------------------------------------------------------
-MAX_LIKED = 100  # liked, disliked or excluded products in one request (lookalike.recommend)
+#: liked or disliked products in one request: each liked one is a search of its own (the library
+#: takes up to 100); excluded ones cost nothing but a lookup
+MAX_LIKED = 20
+MAX_EXCLUDE = 100
 
 ProductIdItem = Annotated[str, Field(pattern=PRODUCT_ID_PATTERN)]
 
@@ -246,7 +249,7 @@ class RecommendRequest(BaseModel):
     )
     exclude: list[ProductIdItem] = Field(
         [],
-        max_length=MAX_LIKED,
+        max_length=MAX_EXCLUDE,
         description="Products never to recommend (bought already); unknown ids are fine.",
     )
     k: int = Field(10, ge=1, le=MAX_K, description="How many products to return.")

@@ -25,7 +25,7 @@ def recommend(service: Service, body: RecommendRequest, filters) -> SearchRespon
         method=body.method,
         diversity=body.diversity,
     )
-    return search_response("liked: " + ", ".join(body.liked), catalog.model, hits)
+    return search_response("liked: " + ", ".join(dict.fromkeys(body.liked)), catalog.model, hits)
 
 
 @router.post(

@@ -339,7 +339,9 @@ def authenticate_image(
     catalog = service.catalog
     catalog.get_product(product_id)  # a 404 before the image is fetched or decoded
     loaded = load_image(image, settings=service.settings, name=name)
-    check = catalog.check_authenticity(product_id, loaded.image, rerank=rerank, window=window)
+    check = catalog.check_authenticity(
+        product_id, loaded.image, rerank=rerank, window=window, verifier=service.settings.verifier
+    )
     doc = check.to_dict()
     doc["references"] = [
         ReferencePublic(**r, thumbnail_url=image_url(r["image_id"])) for r in doc["references"]
