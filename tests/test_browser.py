@@ -192,6 +192,40 @@ def test_click_a_result_shows_its_neighbours(page, server, tmp_path, fmnist_test
     assert ids == [h["product_id"] for h in expected["results"]]
 
 
+def test_hearts_collect_likes_and_recommend_from_them(page, server, tmp_path, fmnist_test):
+    photo = tmp_path / "p.png"
+    photo.write_bytes(photo_bytes(fmnist_test[0][17]))
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    assert page.is_hidden("#liked")  # nothing liked yet
+    ids = card_ids(page)
+    hearts = page.locator(".like")
+    hearts.nth(0).click()
+    hearts.nth(3).click()
+    hearts.nth(5).click()
+    hearts.nth(5).click()  # changed their mind: a second click takes the like back
+    assert page.inner_text("#liked-count") == "\u2665 2 liked"
+    assert hearts.nth(0).get_attribute("aria-pressed") == "true"
+    assert hearts.nth(5).get_attribute("aria-pressed") == "false"
+    page.click("#liked-show")
+    page.wait_for_selector("#results-title:has-text('Recommended from 2 liked products')")
+    page.wait_for_selector(".card")
+    shot(page, "02b-recommended-from-likes")
+    liked = [ids[0], ids[3]]
+    expected = httpx.post(f"{server}/v1/recommendations", json={"liked": liked, "k": 12}).json()
+    assert card_ids(page) == [h["product_id"] for h in expected["results"]]
+    assert not set(liked) & set(card_ids(page))
+    assert parse_qs(urlparse(page.url).query)["liked"] == liked  # the address holds the search
+    assert page.is_disabled("#rerank-check")  # no photo to check against
+    page.reload()  # the likes stay in the tab, and the address repeats the search
+    page.wait_for_selector("#results-title:has-text('Recommended from 2 liked products')")
+    page.wait_for_selector(".card")
+    assert page.inner_text("#liked-count") == "\u2665 2 liked"
+    page.click("#liked-clear")
+    assert page.is_hidden("#liked")
+    until(page, lambda: page.locator(".like[aria-pressed='true']").count() == 0, "hearts still on")
+
+
 def test_category_filter_restricts_the_grid(page, tmp_path, fmnist_test):
     photo = tmp_path / "p.png"
     photo.write_bytes(photo_bytes(fmnist_test[0][17]))

@@ -32,6 +32,10 @@ const els = {
   keyState: $("key-state"),
   keyForget: $("key-forget"),
   statsLink: $("stats-link"),
+  liked: $("liked"),
+  likedCount: $("liked-count"),
+  likedShow: $("liked-show"),
+  likedClear: $("liked-clear"),
 };
 
 const ERROR_TITLES = {
@@ -62,7 +66,7 @@ const ERROR_HELP = {
   network: "Check your connection and try again.",
 };
 
-let lastQuery = null; // {kind: "file", file} | {kind: "url", url} | {kind: "product", id, thumb, title} | {kind: "text", text}
+let lastQuery = null; // {kind: "file", file} | {kind: "url", url} | {kind: "product", id, thumb, title} | {kind: "text", text} | {kind: "liked", ids}
 let textSearch = false; // the server has a text model: words search, and photos get tags
 /** a query with a photo to check results against (and to tag) */
 const hasPhoto = (q) => !!q && (q.kind === "file" || q.kind === "url");
@@ -228,6 +232,45 @@ async function loadStats() {
 }
 
 // ---------------------------------------------------------------------------- searching
+// ---------------------------------------------------------------------------- likes
+// The hearts a shopper ticks stay in this tab (sessionStorage); "Recommend from them" asks
+// POST /v1/recommendations for products like all of them (the API takes up to 20).
+const LIKED_STORAGE = "lookalike.liked";
+const MAX_LIKED = 20;
+let liked = [];
+try { liked = JSON.parse(sessionStorage.getItem(LIKED_STORAGE) || "[]").filter((x) => typeof x === "string"); }
+catch (_) { liked = []; }
+
+function saveLiked() {
+  try { sessionStorage.setItem(LIKED_STORAGE, JSON.stringify(liked)); } catch (_) { /* storage disabled */ }
+  const n = liked.length;
+  els.liked.hidden = n === 0;
+  els.likedCount.textContent = `\u2665 ${n} liked`;
+  for (const b of els.results.querySelectorAll(".like")) {
+    const on = liked.includes(b.dataset.productId);
+    b.setAttribute("aria-pressed", on ? "true" : "false");
+    b.textContent = on ? "\u2665" : "\u2661";
+  }
+}
+
+function toggleLike(id) {
+  if (liked.includes(id)) liked = liked.filter((x) => x !== id);
+  else {
+    liked.push(id);
+    if (liked.length > MAX_LIKED) liked = liked.slice(-MAX_LIKED); // the oldest like makes room
+  }
+  saveLiked();
+}
+
+function searchLiked(ids = liked, record = true) {
+  if (!ids.length) return;
+  lastQuery = { kind: "liked", ids: [...ids] };
+  setPreview("", `${ids.length} liked product${ids.length === 1 ? "" : "s"}`);
+  els.previewImg.hidden = true;
+  if (record) remember(lastQuery, true);
+  runSearch();
+}
+
 async function runSearch() {
   if (!lastQuery) return;
   const seq = ++requestSeq;
@@ -250,6 +293,12 @@ async function runSearch() {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ image_url: lastQuery.url, k: Number(k), rerank, filters: f }),
+    });
+  } else if (lastQuery.kind === "liked") {
+    request = api("/v1/recommendations", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ liked: lastQuery.ids, k: Number(k), filters: f }),
     });
   } else if (lastQuery.kind === "text") {
     request = api("/v1/search", {
@@ -292,6 +341,9 @@ function render(doc) {
   const hits = doc.results || [];
   if (lastQuery.kind === "product") {
     els.title.textContent = `Products like ${lastQuery.title || lastQuery.id}`;
+  } else if (lastQuery.kind === "liked") {
+    const n = lastQuery.ids.length;
+    els.title.textContent = hits.length ? `Recommended from ${n} liked product${n === 1 ? "" : "s"}` : "Nothing to recommend";
   } else if (lastQuery.kind === "text") {
     els.title.textContent = hits.length ? `Products matching \u201c${lastQuery.text}\u201d` : "No matching products";
   } else {
@@ -311,7 +363,7 @@ function render(doc) {
     empty.className = "empty";
     const strong = document.createElement("strong");
     strong.textContent = "Nothing to show";
-    const what = lastQuery.kind === "text" ? "matches these words" : "looks like this";
+    const what = { text: "matches these words", liked: "looks like what you liked" }[lastQuery.kind] || "looks like this";
     empty.append(strong, els.category.value
       ? `No product in ${els.category.value} ${what}. Try \u201cAll categories\u201d.`
       : "The catalog has no products to compare with yet.");
@@ -369,6 +421,10 @@ function card(hit, i) {
   const fill = document.createElement("span");
   fill.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
   bar.append(fill);
+  if (lastQuery?.kind === "liked") { // a recommendation score orders the list; it is no similarity
+    score.hidden = true;
+    bar.hidden = true;
+  }
   const pid = document.createElement("span");
   pid.className = "card-id";
   pid.textContent = hit.product_id;
@@ -384,7 +440,17 @@ function card(hit, i) {
 
   button.append(figure, body);
   button.addEventListener("click", () => searchProduct(hit));
-  li.append(button);
+  const like = document.createElement("button");
+  like.type = "button";
+  like.className = "like";
+  like.dataset.productId = hit.product_id;
+  const on = liked.includes(hit.product_id);
+  like.setAttribute("aria-pressed", on ? "true" : "false");
+  like.setAttribute("aria-label", `Like ${hit.title || hit.product_id}`);
+  like.title = "Like it: recommendations come from the products you like";
+  like.textContent = on ? "\u2665" : "\u2661";
+  like.addEventListener("click", () => toggleLike(hit.product_id));
+  li.append(button, like);
   return li;
 }
 
@@ -499,6 +565,7 @@ function pageAddress(query) {
   if (query?.kind === "product") params.set("product", query.id);
   else if (query?.kind === "url") params.set("url", query.url);
   else if (query?.kind === "text") params.set("q", query.text);
+  else if (query?.kind === "liked") for (const id of query.ids) params.append("liked", id);
   if (els.k.value !== DEFAULT_K) params.set("k", els.k.value);
   if (els.category.value) params.set("category", els.category.value);
   if (!els.rerank.checked) params.set("rerank", "0");
@@ -545,6 +612,7 @@ async function restore(state) {
   const product = params.get("product");
   const url = params.get("url");
   const words = (params.get("q") || "").trim().slice(0, 500); // as the box would take it
+  const likedIds = params.getAll("liked").filter(Boolean).slice(0, MAX_LIKED);
   if (state?.kind === "file" && historyFiles.has(state.fileId)) {
     searchFile(historyFiles.get(state.fileId), false);
   } else if (product) {
@@ -566,6 +634,8 @@ async function restore(state) {
     searchUrl(url, false);
   } else if (words) {
     searchText(words, false);
+  } else if (likedIds.length) {
+    searchLiked(likedIds, false);
   } else { // the page as it opens (a photo from before a reload cannot come back)
     requestSeq++; // a search still running must not fill the grid
     setBusy(false);
@@ -581,6 +651,8 @@ async function restore(state) {
 }
 
 $("choose-button").addEventListener("click", () => els.file.click());
+els.likedShow.addEventListener("click", () => searchLiked());
+els.likedClear.addEventListener("click", () => { liked = []; saveLiked(); });
 $("camera-button").addEventListener("click", () => els.camera.click());
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 els.camera.addEventListener("change", () => { searchFile(els.camera.files[0]); els.camera.value = ""; });
@@ -645,5 +717,6 @@ document.addEventListener("paste", (e) => {
   if (/^https?:\/\/\S+$/i.test(text)) { els.url.value = text; searchUrl(text); }
 });
 
+saveLiked();
 loadStats();
 restore(history.state);
