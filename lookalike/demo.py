@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             console.print(f"catalog {args.db} already indexed with {args.model}")
         images, labels = load_split("test")
+        from collections import Counter
+
         from PIL import Image
 
         query = Image.fromarray(images[0]).rotate(15, fillcolor=40).resize((112, 112))
@@ -49,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold]search with words: {words!r}[/]")
         for i, h in enumerate(hits, 1):
             console.print(f"  {i}. {h.product_id:18s} {h.score:.3f}  {h.category}")
+        liked = ["fmnist-test-0", "fmnist-test-2"]  # an ankle boot and a pair of trousers
+        hits = cat.recommend(liked, k=10)
+        console.print(f"[bold]recommended from liked {', '.join(liked)} (Ankle boot, Trouser)[/]")
+        counts = Counter(h.category for h in hits)
+        console.print("  " + ", ".join(f"{n} × {c}" for c, n in counts.most_common()))
+        console.print("  " + ", ".join(h.product_id for h in hits[:5]) + ", …")
+        check = cat.check_authenticity("fmnist-test-0", query)
+        console.print(f"[bold]does the rotated photo show fmnist-test-0?[/] {check.verdict}: {check.reason}")
     if args.no_serve:
         return 0
     try:
