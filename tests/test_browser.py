@@ -226,6 +226,37 @@ def test_hearts_collect_likes_and_recommend_from_them(page, server, tmp_path, fm
     until(page, lambda: page.locator(".like[aria-pressed='true']").count() == 0, "hearts still on")
 
 
+def test_the_photo_can_be_checked_against_a_product(page, server, tmp_path, fmnist_test):
+    photo = tmp_path / "claim.jpg"
+    photo.write_bytes(photo_bytes(fmnist_test[0][42], "JPEG", size=200, angle=10))
+    page.uncheck("#rerank-check")
+    assert page.is_hidden("#check-form")  # no photo yet
+    page.set_input_files("#file-input", str(photo))
+    page.wait_for_selector(".card")
+    first = card_ids(page)[0]
+    assert page.is_visible("#check-form") and page.input_value("#check-input") == first
+    page.click("#check-form button[type=submit]")
+    page.wait_for_selector("#check-verdict[data-verdict='match']")
+    assert "no other product of the catalog looks more like the photo" in page.inner_text("#check-verdict")
+    shot(page, "02c-authenticity-check")
+    expected = httpx.post(
+        f"{server}/v1/products/fmnist-test-1/authenticity",
+        files={"image": ("claim.jpg", photo.read_bytes(), "image/jpeg")},
+    ).json()
+    page.fill("#check-input", "fmnist-test-1")  # a product the photo does not show
+    page.press("#check-input", "Enter")
+    page.wait_for_selector(f"#check-verdict[data-verdict='{expected['verdict']}']")
+    assert expected["verdict"] in {"lookalike", "different"}
+    assert expected["reason"] in page.inner_text("#check-verdict")
+    page.fill("#check-input", "sku-404")
+    page.press("#check-input", "Enter")
+    page.wait_for_selector("#check-verdict[data-verdict='error']")
+    assert "product 'sku-404' not found" in page.inner_text("#check-verdict")
+    page.locator(".card").first.click()  # a product search has no photo: no check
+    page.wait_for_selector("#results-title:has-text('Products like')")
+    assert page.is_hidden("#check-form")
+
+
 def test_category_filter_restricts_the_grid(page, tmp_path, fmnist_test):
     photo = tmp_path / "p.png"
     photo.write_bytes(photo_bytes(fmnist_test[0][17]))

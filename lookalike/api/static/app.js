@@ -32,6 +32,9 @@ const els = {
   keyState: $("key-state"),
   keyForget: $("key-forget"),
   statsLink: $("stats-link"),
+  checkForm: $("check-form"),
+  checkInput: $("check-input"),
+  checkVerdict: $("check-verdict"),
   liked: $("liked"),
   likedCount: $("liked-count"),
   likedShow: $("liked-show"),
@@ -275,6 +278,8 @@ async function runSearch() {
   if (!lastQuery) return;
   const seq = ++requestSeq;
   els.rerank.disabled = !hasPhoto(lastQuery); // a product or words have no photo to check against
+  els.checkForm.hidden = !hasPhoto(lastQuery); // the authenticity check needs the photo too
+  els.checkVerdict.hidden = true;
   if (lastQuery.kind !== "text") els.textInput.value = ""; // the box shows the words being searched
   els.tags.hidden = true;
   const k = els.k.value;
@@ -325,7 +330,9 @@ async function runSearch() {
       clearResults("No results", "Fix the problem above and try again.");
       return;
     }
-    render(await response.json());
+    const doc = await response.json();
+    render(doc);
+    if (hasPhoto(lastQuery) && doc.results?.length) els.checkInput.value = doc.results[0].product_id;
     if (textSearch && hasPhoto(lastQuery)) loadTags(lastQuery, seq);
   } catch (e) {
     if (seq === requestSeq) {
@@ -452,6 +459,53 @@ function card(hit, i) {
   like.addEventListener("click", () => toggleLike(hit.product_id));
   li.append(button, like);
   return li;
+}
+
+// ---------------------------------------------------------------------------- authenticity
+const VERDICT_ICONS = { match: "\u2713", lookalike: "\u26a0", different: "\u2717", copy: "\u29c9" };
+
+/** Does the query photo show the product in the box? The server's verdict and its reason. */
+async function checkPhoto() {
+  const id = els.checkInput.value.trim();
+  const query = lastQuery;
+  if (!id || !hasPhoto(query)) return;
+  const rerank = els.rerank.checked ? RERANK_DEPTH : 0;
+  const path = `/v1/products/${encodeURIComponent(id)}/authenticity`;
+  let request;
+  if (query.kind === "file") {
+    const form = new FormData();
+    form.append("image", query.file, query.file.name || "photo");
+    form.append("rerank", rerank);
+    request = api(path, { method: "POST", body: form });
+  } else {
+    request = api(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ image_url: query.url, rerank }),
+    });
+  }
+  els.checkVerdict.hidden = false;
+  els.checkVerdict.dataset.verdict = "busy";
+  els.checkVerdict.textContent = "Checking\u2026";
+  let text, verdict;
+  try {
+    const response = await request;
+    if (!response.ok) {
+      const err = await readError(response);
+      if (AUTH_CODES.has(err.code)) askForKey(err.code);
+      [verdict, text] = ["error", err.message];
+    } else {
+      const doc = await response.json();
+      [verdict, text] = [doc.verdict, doc.reason];
+    }
+  } catch (e) {
+    [verdict, text] = ["error", `the server did not answer: ${e.message || e}`];
+  }
+  if (query !== lastQuery) return; // another search started meanwhile
+  els.checkVerdict.dataset.verdict = verdict;
+  const strong = document.createElement("strong");
+  strong.textContent = verdict === "error" ? "could not check" : `${VERDICT_ICONS[verdict] || ""} ${verdict}`;
+  els.checkVerdict.replaceChildren(strong, text);
 }
 
 // ---------------------------------------------------------------------------- inputs
@@ -646,12 +700,14 @@ async function restore(state) {
     els.dropEmpty.hidden = false;
     els.rerank.disabled = false;
     els.tags.hidden = true;
+    els.checkForm.hidden = true;
     clearResults(INITIAL.title, INITIAL.sub);
   }
 }
 
 $("choose-button").addEventListener("click", () => els.file.click());
 els.likedShow.addEventListener("click", () => searchLiked());
+els.checkForm.addEventListener("submit", (e) => { e.preventDefault(); checkPhoto(); });
 els.likedClear.addEventListener("click", () => { liked = []; saveLiked(); });
 $("camera-button").addEventListener("click", () => els.camera.click());
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
