@@ -7,9 +7,10 @@ a similarity score alone means little (a counterfeit of a lookalike product scor
 - ``copy``: the photo is a (re-encoded, resized) copy of one of X's own reference photos
   (perceptual hash within ``copy_distance`` bits). It shows the catalog's photo, not an item in hand.
 - ``match``: X is the catalog product the photo looks most like (rank 1 of all products).
-- ``lookalike``: X is among the first ``window`` products but others look more like the photo;
-  the best of them is named.
-- ``different``: X is not among the first ``window`` products.
+- ``lookalike``: others look more like the photo (the best of them is named), but X is among the
+  first ``window`` products and the first ``LOOKALIKE_SHARE`` of the catalog's (so that in a small
+  shop not every product "looks like" every photo).
+- ``different``: X ranks further down (its rank is given when it is among the first ``window``).
 
 ``rerank=N`` ranks with alignment and the learned verifier (as ``Catalog.search(rerank=N)``), which
 finds the exact product in customer photos far more often than the embedding alone
@@ -21,6 +22,7 @@ finds the exact product in customer photos far more often than the embedding alo
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from lookalike.catalog import Catalog, Hit, ImageInput
 
 VERDICTS = ("copy", "match", "lookalike", "different")
+#: "lookalike" needs the product among this share of the catalog's products (and the first ``window``)
+LOOKALIKE_SHARE = 0.05
 #: a "copy" must also be this close to the copied reference photo by the model's cosine
 COPY_MIN_SCORE = 0.9
 
@@ -51,7 +55,7 @@ class AuthenticityCheck:
     verdict: str
     reason: str
     #: the product's place among the catalog's products for this photo (1 = best), None when it
-    #: is not among the first ``window``
+    #: is not among the first ``window`` (a verdict of "different")
     rank: int | None
     #: the photo's cosine similarity to the product's best reference photo
     score: float
@@ -114,7 +118,9 @@ def check_authenticity(
     refs.sort(key=lambda r: (-r.score, r.hash_distance))
     score = refs[0].score
 
-    # the product's rank among all products for this photo
+    # the product's rank among all products for this photo (among the first ``window``); a
+    # lookalike must rank within ``near`` of them, fewer in a small catalog
+    near = min(window, max(2, math.ceil(LOOKALIKE_SHARE * catalog.product_count(model))))
     if rerank:
         hits = catalog.search_reranked(image, k=max(window, 1), model=model, rerank=rerank, verifier=verifier)
     else:
@@ -139,9 +145,13 @@ def check_authenticity(
     elif rank == 1:
         verdict, reason = (
             "match",
-            (f"no other product of the catalog looks more like the photo (score {score:.3f})"),
+            (
+                "no other product of the catalog looks more like the photo"
+                + (" after re-ranking" if rerank else "")
+                + f" (cosine {score:.3f})"
+            ),
         )
-    elif rank is not None:
+    elif rank is not None and rank <= near:
         verdict, reason = (
             "lookalike",
             (
@@ -154,8 +164,13 @@ def check_authenticity(
         verdict, reason = (
             "different",
             (
-                f"the photo does not look like this product: it is not among the {len(hits)} products "
-                "that look most like it" + (f"; the best is {others[0].product_id!r}" if others else "")
+                "the photo does not look like this product: "
+                + (
+                    f"{rank - 1} other products look more like it"
+                    if rank is not None
+                    else f"it is not among the {len(hits)} products that look most like it"
+                )
+                + (f"; the best is {others[0].product_id!r}" if others else "")
             ),
         )
     return AuthenticityCheck(

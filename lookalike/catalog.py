@@ -123,6 +123,7 @@ class _View:
             owner[self.link_images] = self.link_pks
             owner[self.link_images[1:][self.link_images[1:] == self.link_images[:-1]]] = -2
             self.owner = owner
+        self._product_count: int | None = None
         #: filters -> (allowed product pks, their images, pk set), valid for this generation only
         self.filters_cache: dict[tuple, tuple[np.ndarray, np.ndarray, set[int]]] = {}
 
@@ -158,6 +159,13 @@ class _View:
                     continue
                 best[pk] = (score, iid)
         return best
+
+    @property
+    def product_count(self) -> int:
+        """Products with at least one image in this view (computed once per generation)."""
+        if self._product_count is None:
+            self._product_count = int(len(np.unique(self.link_pks)))
+        return self._product_count
 
     def images_of(self, pks: np.ndarray) -> np.ndarray:
         return np.unique(self.link_images[np.isin(self.link_pks, pks)])
@@ -505,6 +513,10 @@ class Catalog:
                 return ann
         ids, vecs = self.store.load_vectors(model)
         return self.index_factory(model, ids, vecs)
+
+    def product_count(self, model: str | None = None) -> int:
+        """How many products the search view of ``model`` holds (no database count per call)."""
+        return self._view(self._name(model)).product_count
 
     def embed_query(self, query: ImageInput, model: str | None = None) -> np.ndarray:
         return self.embedder(model).embed_image(self._query_image(query))

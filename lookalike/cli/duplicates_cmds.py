@@ -95,10 +95,14 @@ def authenticate(
         colour = {"match": "green", "copy": "red", "lookalike": "yellow", "different": "red"}[check.verdict]
         console.print(f"[bold {colour}]{check.verdict}[/]: {escape(check.reason)}")
         rank = f"rank {check.rank}" if check.rank else f"not in the first {window}"
-        console.print(f"{escape(product_id)}: score {check.score:.4f}, {rank}")
-        if check.best_other:
+        console.print(f"{escape(product_id)}: cosine {check.score:.4f}, {rank}")
+        if check.rerank:
+            verified = "" if check.verifier is None else f"; its verifier score {check.verifier:+.2f}"
             console.print(
-                f"best other: {escape(check.best_other['product_id'])} ({check.best_other['score']:.4f})"
+                f"ranked after re-ranking (alignment, then the verifier on the best {check.rerank}){verified}"
             )
+        if check.best_other:
+            other = check.best_other
+            console.print(f"best other: {escape(other['product_id'])} (cosine {other['score']:.4f})")
     if check.verdict != "match":
         raise typer.Exit(3)
