@@ -514,6 +514,12 @@ class Catalog:
         ids, vecs = self.store.load_vectors(model)
         return self.index_factory(model, ids, vecs)
 
+    def missing_vectors(self, model: str | None = None) -> int:
+        """How many stored images have no vector for ``model`` (indexed with another model only):
+        searches with ``model`` cannot find them. 0 for a model the catalog has no vectors of."""
+        embedded = self.store.models().get(self._name(model))
+        return max(0, self.store.counts()["images"] - embedded) if embedded else 0
+
     def product_count(self, model: str | None = None) -> int:
         """How many products the search view of ``model`` holds (no database count per call)."""
         return self._view(self._name(model)).product_count

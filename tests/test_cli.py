@@ -7,8 +7,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import typer.main
+from PIL import Image
 
 
 def run(*args, check=True):
@@ -498,3 +500,23 @@ def test_more_identities_per_batch_than_products_is_refused(tmp_path):
         and "identities per batch (500, --identities) is more than the 200" in proc.stderr
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_images_a_second_model_never_embedded_are_named(tmp_path):
+    """A catalog indexed again with its own model only: the other model's vectors lag behind, and
+    `stats` and `search -m` say so instead of silently missing those products."""
+    db = str(tmp_path / "c.db")
+    run("index", "fashion-mnist:test", "--limit", "20", "--db", db, "-m", "pixels")
+    run("index", "fashion-mnist:test", "--limit", "20", "--db", db, "-m", "default")
+    run("index", "fashion-mnist:test", "--limit", "25", "--db", db)  # the catalog's model: pixels
+    stats = run("stats", "--db", db).stdout
+    assert (
+        "model default: 20 vectors (5 images without one" in stats and "model pixels: 25 vectors\n" in stats
+    )
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8) + 90).save(photo)
+    found = run("search", str(photo), "--db", db, "-m", "default", "--json")
+    assert "note: model 'default' has no vectors for 5 of 25 images" in " ".join(found.stderr.split())
+    assert json.loads(found.stdout)["model"] == "default"
+    plain = run("search", str(photo), "--db", db, "--json")
+    assert "note:" not in plain.stderr

@@ -222,6 +222,18 @@ def search(
             verifier=verifier,
         )
         print_hits("<stdin>" if image == "-" else image, model, hits, json_)
+        warn_incomplete(cat, model)
+
+
+def warn_incomplete(cat, model: str) -> None:
+    """On stderr: images the model has no vector for cannot be found with it (a catalog indexed
+    again with another model); the results stand, the user learns why a product may be missing."""
+    missing, images = cat.missing_vectors(model), cat.store.counts()["images"]
+    if missing:
+        err_console.print(
+            f"[yellow]note: model {escape(model)!r} has no vectors for {missing} of {images} images; "
+            f"those cannot be found with it (`lookalike index SOURCE -m {escape(model)}` embeds them)[/]"
+        )
 
 
 @app.command()
@@ -354,9 +366,19 @@ def stats(db: DbOption = None, json_: JsonOption = False) -> None:
         f"{s['embeddings']} embeddings"
     )
     for m, n in s["models"].items():
-        console.print(f"  model {m}: {n} vectors")
+        missing = s["images"] - n
+        note = (
+            f" [yellow]({missing} image{'s' if missing != 1 else ''} without one: "
+            f"`lookalike index SOURCE -m {escape(m)}` embeds them)[/]"
+            if missing > 0
+            else ""
+        )
+        console.print(f"  model {escape(m)}: {n} vectors{note}")
     for c, n in s["categories"].items():
-        console.print(f"  {c}: {n}")
+        console.print(f"  {escape(c)}: {n}")
+    uncategorised = s["products"] - sum(s["categories"].values())
+    if uncategorised > 0:
+        console.print(f"  (no category): {uncategorised}")
 
 
 @app.command("check-index")
