@@ -520,3 +520,18 @@ def test_images_a_second_model_never_embedded_are_named(tmp_path):
     assert json.loads(found.stdout)["model"] == "default"
     plain = run("search", str(photo), "--db", db, "--json")
     assert "note:" not in plain.stderr
+
+
+def test_a_filter_no_product_matches_is_named(tmp_path):
+    db = str(tmp_path / "c.db")
+    run("index", "fashion-mnist:test", "--limit", "20", "--db", db, "-m", "pixels")
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8) + 90).save(photo)
+    wrong_case = run("search", str(photo), "--db", db, "-f", "category=bag", "--json")
+    assert json.loads(wrong_case.stdout)["results"] == []
+    note = " ".join(wrong_case.stderr.split())
+    assert "note: no product has category 'bag' (categories: Ankle boot, Bag," in note
+    unknown = run("similar", "fmnist-test-0", "--db", db, "-f", "Brand=Acme")
+    assert "note: no product has Brand='Acme'; filters are exact" in " ".join(unknown.stderr.split())
+    fine = run("search", str(photo), "--db", db, "-f", "category=Bag")
+    assert "note:" not in fine.stderr

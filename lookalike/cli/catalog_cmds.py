@@ -208,6 +208,7 @@ def search(
             tm = cat.text_model(text_model)
             hits = cat.search_text(text, k=k, filters=parse_filters(filter), text_model=tm)
             print_hits(text, tm.image_model, hits, json_)
+            note_empty_filters(cat, hits, filter)
         return
     if text_model is not None:
         raise InvalidRequest("--text-model only acts with --text")
@@ -222,7 +223,29 @@ def search(
             verifier=verifier,
         )
         print_hits("<stdin>" if image == "-" else image, model, hits, json_)
+        note_empty_filters(cat, hits, filter)
         warn_incomplete(cat, model)
+
+
+def note_empty_filters(cat, hits, items: list[str] | None) -> None:
+    """On stderr, when filters left nothing: which filter no product matches (a misspelt key or
+    value, or another case: filters are exact)."""
+    filters = parse_filters(items)
+    if hits or not filters:
+        return
+    for key, value in filters.items():
+        if not len(cat.store.matching_product_pks({key: value})):
+            what = f"category {value!r}" if key == "category" else f"{key}={value!r}"
+            hint = ""
+            if key == "category":
+                known = list(cat.store.categories())
+                hint = (
+                    f" (categories: {', '.join(known[:12])}{', …' if len(known) > 12 else ''})"
+                    if known
+                    else ""
+                )
+            note = f"no product has {what}{hint}; filters are exact, case included"
+            err_console.print(f"[yellow]note: {escape(note)}[/]")
 
 
 def warn_incomplete(cat, model: str) -> None:
@@ -275,6 +298,7 @@ def similar(
         model = model or cat.model
         hits = cat.similar(product_id, k=k, filters=parse_filters(filter), model=model)
         print_hits(product_id, model, hits, json_)
+        note_empty_filters(cat, hits, filter)
 
 
 @app.command()
@@ -323,6 +347,7 @@ def recommend(
             model=model,
         )
         print_hits("liked: " + ", ".join(dict.fromkeys(liked)), model, hits, json_)
+        note_empty_filters(cat, hits, filter)
 
 
 @app.command()
