@@ -261,7 +261,11 @@ class RecommendRequest(BaseModel):
         "similarity to the nearest liked product; centroid: to their mean.",
     )
     diversity: float = Field(
-        0.0, ge=0.0, le=1.0, description="0: the most alike first; up to 1: fewer near-copies of each other."
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="0: the most alike first; up to 1: fewer near-copies of each other (the list is "
+        "then ordered for variety, so scores are not in order).",
     )
 
     model_config = ConfigDict(

@@ -347,6 +347,8 @@ def recommend(
             model=model,
         )
         print_hits("liked: " + ", ".join(dict.fromkeys(liked)), model, hits, json_)
+        if diversity and not json_:
+            console.print(f"[dim]ordered for variety (diversity {diversity}): scores are not in order[/]")
         note_empty_filters(cat, hits, filter)
 
 
