@@ -221,9 +221,11 @@ def test_hearts_collect_likes_and_recommend_from_them(page, server, tmp_path, fm
     page.wait_for_selector("#results-title:has-text('Recommended from 2 liked products')")
     page.wait_for_selector(".card")
     assert page.inner_text("#liked-count") == "\u2665 2 liked"
-    page.click("#liked-clear")
+    page.click("#liked-clear")  # on the recommendations page: back to the start, likes gone
     assert page.is_hidden("#liked")
-    until(page, lambda: page.locator(".like[aria-pressed='true']").count() == 0, "hearts still on")
+    page.wait_for_selector("#results-title:has-text('Search the catalog with a photo')")
+    assert "liked" not in page.url and page.evaluate("sessionStorage.getItem('lookalike.liked')") is None
+    assert page.evaluate("document.activeElement.id") == "results-title"
 
 
 def test_the_photo_can_be_checked_against_a_product(page, server, tmp_path, fmnist_test):
@@ -234,9 +236,15 @@ def test_the_photo_can_be_checked_against_a_product(page, server, tmp_path, fmni
     page.set_input_files("#file-input", str(photo))
     page.wait_for_selector(".card")
     first = card_ids(page)[0]
-    assert page.is_visible("#check-form") and page.input_value("#check-input") == first
+    assert page.is_visible("#check-form") and page.input_value("#check-input") == ""  # no claim made yet
     page.click("#check-form button[type=submit]")
+    page.wait_for_selector("#check-verdict[data-verdict='error']:has-text('Type a product id first')")
+    page.fill("#check-input", first)
+    page.press("#check-input", "Enter")
     page.wait_for_selector("#check-verdict[data-verdict='match']")
+    verdict = page.inner_text("#check-verdict")
+    assert verdict.startswith("Yes, as far as the pictures show") and "cannot prove" in verdict
+    page.click("#check-verdict summary")  # the server's own reason, under "why"
     assert "no other product of the catalog looks more like the photo" in page.inner_text("#check-verdict")
     shot(page, "02c-authenticity-check")
     expected = httpx.post(
@@ -247,14 +255,35 @@ def test_the_photo_can_be_checked_against_a_product(page, server, tmp_path, fmni
     page.press("#check-input", "Enter")
     page.wait_for_selector(f"#check-verdict[data-verdict='{expected['verdict']}']")
     assert expected["verdict"] in {"lookalike", "different"}
-    assert expected["reason"] in page.inner_text("#check-verdict")
+    assert page.inner_text("#check-verdict").startswith(("Probably not this one", "No:"))
     page.fill("#check-input", "sku-404")
     page.press("#check-input", "Enter")
-    page.wait_for_selector("#check-verdict[data-verdict='error']")
+    page.wait_for_selector("#check-verdict[data-verdict='error']:has-text('No such product')")
     assert "product 'sku-404' not found" in page.inner_text("#check-verdict")
+    page.set_input_files("#file-input", str(photo))  # a new photo: the old claim and verdict go
+    page.wait_for_selector(".card")
+    assert page.input_value("#check-input") == "" and page.is_hidden("#check-verdict")
     page.locator(".card").first.click()  # a product search has no photo: no check
     page.wait_for_selector("#results-title:has-text('Products like')")
     assert page.is_hidden("#check-form")
+
+
+def test_a_shared_likes_link_drops_products_the_catalog_no_longer_has(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server + "/?" + urlencode([("liked", "fmnist-test-5"), ("liked", "gone-123")]))
+    page.wait_for_selector("#results-title:has-text('Recommended from 1 liked product')")
+    page.wait_for_selector(".card")
+    status = page.inner_text("#liked-status")
+    assert "1 liked product is no longer in the catalog" in status and page.is_visible("#liked-status")
+    assert page.inner_text("#liked-count") == "\u2665 1 liked"  # the link's likes became the tab's
+    assert parse_qs(urlparse(page.url).query)["liked"] == ["fmnist-test-5"]
+    expected = httpx.post(f"{server}/v1/recommendations", json={"liked": ["fmnist-test-5"], "k": 12}).json()
+    assert card_ids(page) == [h["product_id"] for h in expected["results"]]
+    context.close()
+    assert errors == []
 
 
 def test_category_filter_restricts_the_grid(page, tmp_path, fmnist_test):

@@ -39,6 +39,7 @@ const els = {
   likedCount: $("liked-count"),
   likedShow: $("liked-show"),
   likedClear: $("liked-clear"),
+  likedStatus: $("liked-status"),
 };
 
 const ERROR_TITLES = {
@@ -244,11 +245,19 @@ let liked = [];
 try { liked = JSON.parse(sessionStorage.getItem(LIKED_STORAGE) || "[]").filter((x) => typeof x === "string"); }
 catch (_) { liked = []; }
 
-function saveLiked() {
-  try { sessionStorage.setItem(LIKED_STORAGE, JSON.stringify(liked)); } catch (_) { /* storage disabled */ }
+function saveLiked(announce = null) {
+  try {
+    if (liked.length) sessionStorage.setItem(LIKED_STORAGE, JSON.stringify(liked));
+    else sessionStorage.removeItem(LIKED_STORAGE);
+  } catch (_) { /* storage disabled */ }
   const n = liked.length;
   els.liked.hidden = n === 0;
-  els.likedCount.textContent = `\u2665 ${n} liked`;
+  const heart = document.createElement("span");
+  heart.setAttribute("aria-hidden", "true");
+  heart.textContent = "\u2665 ";
+  els.likedCount.replaceChildren(heart, `${n} liked`);
+  els.likedShow.textContent = lastQuery?.kind === "liked" ? "Recommend again" : "Recommend from them";
+  if (announce !== null) els.likedStatus.textContent = announce; // always present: the box may be hidden
   for (const b of els.results.querySelectorAll(".like")) {
     const on = liked.includes(b.dataset.productId);
     b.setAttribute("aria-pressed", on ? "true" : "false");
@@ -257,21 +266,50 @@ function saveLiked() {
 }
 
 function toggleLike(id) {
-  if (liked.includes(id)) liked = liked.filter((x) => x !== id);
-  else {
+  if (liked.includes(id)) {
+    liked = liked.filter((x) => x !== id);
+    saveLiked(`Removed from your likes. ${liked.length} liked.`);
+  } else if (liked.length >= MAX_LIKED) { // the API takes 20: say so rather than drop one quietly
+    saveLiked(`You can like up to ${MAX_LIKED} products: un-like one first.`);
+    els.likedStatus.classList.add("shown");
+  } else {
     liked.push(id);
-    if (liked.length > MAX_LIKED) liked = liked.slice(-MAX_LIKED); // the oldest like makes room
+    saveLiked(`Liked. ${liked.length} liked.`);
   }
-  saveLiked();
 }
 
 function searchLiked(ids = liked, record = true) {
   if (!ids.length) return;
+  const same = lastQuery?.kind === "liked" && lastQuery.ids.join("\n") === ids.join("\n");
+  if (same) record = false; // the same search again: no second history entry
   lastQuery = { kind: "liked", ids: [...ids] };
   setPreview("", `${ids.length} liked product${ids.length === 1 ? "" : "s"}`);
   els.previewImg.hidden = true;
   if (record) remember(lastQuery, true);
+  saveLiked();
   runSearch();
+}
+
+/** Some liked products are gone from the catalog (deleted since): drop them and search again. */
+async function dropMissingLiked(ids) {
+  const found = await Promise.all(ids.map(async (id) => {
+    try { return (await api(`/v1/products/${encodeURIComponent(id)}`)).status !== 404; } catch (_) { return true; }
+  }));
+  const gone = ids.filter((_, i) => !found[i]);
+  if (!gone.length) return false;
+  liked = liked.filter((id) => !gone.includes(id));
+  const kept = ids.filter((id) => !gone.includes(id));
+  if (kept.length) {
+    searchLiked(kept, false);
+    remember(lastQuery, false); // the address names the products that are left
+  } else {
+    history.replaceState(null, "", location.pathname);
+    restore(null);
+  }
+  const n = gone.length;
+  saveLiked(`${n} liked product${n === 1 ? " is" : "s are"} no longer in the catalog and left your likes.`);
+  els.likedStatus.classList.add("shown");
+  return true;
 }
 
 async function runSearch() {
@@ -280,6 +318,7 @@ async function runSearch() {
   els.rerank.disabled = !hasPhoto(lastQuery); // a product or words have no photo to check against
   els.checkForm.hidden = !hasPhoto(lastQuery); // the authenticity check needs the photo too
   els.checkVerdict.hidden = true;
+  els.likedStatus.classList.remove("shown");
   if (lastQuery.kind !== "text") els.textInput.value = ""; // the box shows the words being searched
   els.tags.hidden = true;
   const k = els.k.value;
@@ -323,6 +362,8 @@ async function runSearch() {
     if (seq !== requestSeq) return; // a newer search started meanwhile
     if (!response.ok) {
       const err = await readError(response);
+      els.checkForm.hidden = true; // no results for this photo: nothing to check it against
+      if (lastQuery.kind === "liked" && err.code === "not_found" && await dropMissingLiked(lastQuery.ids)) return;
       if (AUTH_CODES.has(err.code)) askForKey(err.code);
       else if (lastQuery.kind === "text" && !textSearch && err.code === "invalid_request") {
         showError("invalid_request", "This catalog cannot be searched with words: search with a photo instead.");
@@ -330,9 +371,7 @@ async function runSearch() {
       clearResults("No results", "Fix the problem above and try again.");
       return;
     }
-    const doc = await response.json();
-    render(doc);
-    if (hasPhoto(lastQuery) && doc.results?.length) els.checkInput.value = doc.results[0].product_id;
+    render(await response.json());
     if (textSearch && hasPhoto(lastQuery)) loadTags(lastQuery, seq);
   } catch (e) {
     if (seq === requestSeq) {
@@ -462,13 +501,40 @@ function card(hit, i) {
 }
 
 // ---------------------------------------------------------------------------- authenticity
-const VERDICT_ICONS = { match: "\u2713", lookalike: "\u26a0", different: "\u2717", copy: "\u29c9" };
+/** the verdict in a shopper's words; the server's own reason follows under "why" */
+const VERDICT_TEXT = {
+  match: ["Yes, as far as the pictures show", "no other product in the catalog looks more like the photo. It cannot prove it is the same item."],
+  lookalike: ["Probably not this one", "other products look more like the photo."],
+  different: ["No", "the photo does not look like this product."],
+  copy: ["That is the shop's own photo", "it shows the catalog's picture of this product, not an item in someone's hands."],
+};
 
-/** Does the query photo show the product in the box? The server's verdict and its reason. */
+function showVerdict(verdict, headline, detail, reason = "") {
+  els.checkVerdict.dataset.verdict = verdict;
+  const strong = document.createElement("strong");
+  strong.textContent = headline;
+  const parts = [strong, detail ? `: ${detail}` : ""];
+  if (reason) {
+    const why = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "why";
+    why.append(summary, reason);
+    parts.push(why);
+  }
+  els.checkVerdict.replaceChildren(...parts);
+  els.checkVerdict.hidden = false;
+}
+
+/** Does the query photo show the product in the box? The server's verdict, in plain words. */
 async function checkPhoto() {
   const id = els.checkInput.value.trim();
   const query = lastQuery;
-  if (!id || !hasPhoto(query)) return;
+  if (!hasPhoto(query)) return;
+  if (!id) {
+    showVerdict("error", "Type a product id first", "the product the photo is said to show.");
+    els.checkInput.focus();
+    return;
+  }
   const rerank = els.rerank.checked ? RERANK_DEPTH : 0;
   const path = `/v1/products/${encodeURIComponent(id)}/authenticity`;
   let request;
@@ -484,28 +550,28 @@ async function checkPhoto() {
       body: JSON.stringify({ image_url: query.url, rerank }),
     });
   }
-  els.checkVerdict.hidden = false;
-  els.checkVerdict.dataset.verdict = "busy";
-  els.checkVerdict.textContent = "Checking\u2026";
-  let text, verdict;
+  const button = els.checkForm.querySelector("button[type=submit]");
+  button.disabled = true;
+  showVerdict("busy", "Checking\u2026", "");
+  let shown;
   try {
     const response = await request;
     if (!response.ok) {
       const err = await readError(response);
       if (AUTH_CODES.has(err.code)) askForKey(err.code);
-      [verdict, text] = ["error", err.message];
+      shown = ["error", err.code === "not_found" ? "No such product" : "Could not check", err.message];
     } else {
       const doc = await response.json();
-      [verdict, text] = [doc.verdict, doc.reason];
+      const [headline, detail] = VERDICT_TEXT[doc.verdict] || [doc.verdict, ""];
+      shown = [doc.verdict, headline, detail, doc.reason];
     }
   } catch (e) {
-    [verdict, text] = ["error", `the server did not answer: ${e.message || e}`];
+    shown = ["error", "Could not check", `the server did not answer: ${e.message || e}`];
+  } finally {
+    button.disabled = false;
   }
   if (query !== lastQuery) return; // another search started meanwhile
-  els.checkVerdict.dataset.verdict = verdict;
-  const strong = document.createElement("strong");
-  strong.textContent = verdict === "error" ? "could not check" : `${VERDICT_ICONS[verdict] || ""} ${verdict}`;
-  els.checkVerdict.replaceChildren(strong, text);
+  showVerdict(...shown);
 }
 
 // ---------------------------------------------------------------------------- inputs
@@ -518,6 +584,7 @@ function searchFile(file, record = true) {
   const url = URL.createObjectURL(file);
   setPreview(url, file.name || "your photo", url);
   lastQuery = { kind: "file", file };
+  els.checkInput.value = ""; // a product typed for the previous photo is not this photo's claim
   if (record) remember(lastQuery, true);
   runSearch();
 }
@@ -534,6 +601,7 @@ function searchUrl(url, record = true) {
   }
   setPreview(url, url);
   lastQuery = { kind: "url", url };
+  els.checkInput.value = "";
   if (record) remember(lastQuery, true);
   runSearch();
 }
@@ -689,6 +757,7 @@ async function restore(state) {
   } else if (words) {
     searchText(words, false);
   } else if (likedIds.length) {
+    if (!liked.length) { liked = [...likedIds]; } // a shared link: its likes become this tab's
     searchLiked(likedIds, false);
   } else { // the page as it opens (a photo from before a reload cannot come back)
     requestSeq++; // a search still running must not fill the grid
@@ -708,7 +777,15 @@ async function restore(state) {
 $("choose-button").addEventListener("click", () => els.file.click());
 els.likedShow.addEventListener("click", () => searchLiked());
 els.checkForm.addEventListener("submit", (e) => { e.preventDefault(); checkPhoto(); });
-els.likedClear.addEventListener("click", () => { liked = []; saveLiked(); });
+els.likedClear.addEventListener("click", () => {
+  liked = [];
+  saveLiked("Likes cleared.");
+  if (lastQuery?.kind === "liked") { // recommendations from likes that are gone: back to the start
+    history.pushState(null, "", location.pathname);
+    restore(null);
+  }
+  els.title.focus();
+});
 $("camera-button").addEventListener("click", () => els.camera.click());
 els.file.addEventListener("change", () => { searchFile(els.file.files[0]); els.file.value = ""; });
 els.camera.addEventListener("change", () => { searchFile(els.camera.files[0]); els.camera.value = ""; });
