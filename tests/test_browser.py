@@ -584,10 +584,13 @@ def test_protected_catalog_asks_for_the_key_and_then_searches(
     page.wait_for_function("() => document.getElementById('query-image').src.startsWith('blob:')")
     assert clicked not in card_ids(page)
 
+    # two grids of thumbnails, each fetched with the key (the second grid's may still be coming)
+    thumbs = lambda: sum(p.startswith("/v1/images/") for p, _, _ in sent)  # noqa: E731
+    until(page, lambda: thumbs() >= 24, thumbs())
     after_key = sent[sent.index(("/v1/stats", KEY, 200)) :]
     paths = [p for p, _, _ in after_key]
     assert "/v1/search" in paths and f"/v1/products/{clicked}/similar?k=12" in paths
-    assert sum(p.startswith("/v1/images/") for p in paths) >= 24  # two grids of thumbnails
+    assert sum(p.startswith("/v1/images/") for p in paths) >= 24
     assert {(key, status) for _, key, status in after_key} == {(KEY, 200)}
 
     # the footer's stats link sends the key too: the new tab shows the JSON, not a bare 401
