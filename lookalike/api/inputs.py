@@ -178,3 +178,43 @@ def form_json_object(form: FormData, name: str) -> dict:
         if not isinstance(item, str | int | float | bool):
             raise InvalidRequest(f"form field {name!r}: value of {key!r} must be a string, number or boolean")
     return value
+
+
+def image_request_body(json_model: type[BaseModel], **form_fields: dict) -> dict:
+    """OpenAPI ``requestBody`` of an endpoint that takes one image as search does: JSON
+    (``json_model``: ``image_url`` or ``image_base64``), multipart (an ``image`` file plus
+    ``form_fields``) or a raw ``image/*`` body."""
+    form = {"image": {"type": "string", "format": "binary"}, **form_fields}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": json_model.model_json_schema()},
+                MULTIPART: {"schema": {"type": "object", "properties": form, "required": ["image"]}},
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    }
+
+
+async def read_image_request(
+    request: Request, limit: int, json_model: type[M], what: str
+) -> tuple[bytes | str, str, M | None, FormData | None]:
+    """The image of a request that takes one as search does, checked: ``(bytes or a checked
+    http(s) URL, its name, the JSON body or None, the form or None)``. JSON names the image with
+    ``image_url`` or ``image_base64``; multipart with an ``image`` file field; ``image/*`` is the
+    image itself. ``what`` (the endpoint) names it in errors."""
+    kind = media_type(request)
+    if kind == JSON:
+        body = await read_json(request, json_model)
+        if body.image_url:
+            url = require_url(body.image_url, "image_url")
+            return url, url, body, None
+        return decode_base64(body.image_base64, item="image_base64", limit=limit), "image_base64", body, None
+    if kind == MULTIPART:
+        form = await read_form(request, max_files=1)
+        data, name = await form_image(form, limit, what)
+        return data, name, None, form
+    if kind.startswith("image/"):
+        return await raw_image(request, limit), "upload", None, None
+    raise unsupported_media(request, [MULTIPART, JSON, "image/*"])

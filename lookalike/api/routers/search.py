@@ -13,11 +13,13 @@ from lookalike.api.inputs import (
     check_filters,
     decode_base64,
     form_image,
+    image_request_body,
     media_type,
     parse_filters,
     parse_k,
     raw_image,
     read_form,
+    read_image_request,
     read_json,
     require_url,
     unsupported_media,
@@ -216,24 +218,7 @@ def tag_image(service: Service, image: bytes | str, name: str, k: int) -> TagsRe
     response_model=TagsResponse,
     responses=ERRORS,
     summary="Tags for a photo",
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                JSON: {"schema": TagsRequest.model_json_schema()},
-                MULTIPART: {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "image": {"type": "string", "format": "binary"},
-                            "k": {"type": "integer"},
-                        },
-                        "required": ["image"],
-                    }
-                },
-                "image/*": {"schema": {"type": "string", "format": "binary"}},
-            }
-        }
-    },
+    openapi_extra=image_request_body(TagsRequest, k={"type": "integer"}),
 )
 async def tags(
     request: Request,
@@ -245,23 +230,12 @@ async def tags(
     `image` field, JSON with `image_url` or `image_base64`, or a raw `image/*` body."""
     _text_model_or_refuse(service)
     limit = service.settings.max_upload_bytes
-    kind = media_type(request)
-    if kind == JSON:
-        body: TagsRequest = await read_json(request, TagsRequest)
-        if body.image_url:
-            url = require_url(body.image_url, "image_url")
-            return await service.inference.run(tag_image, service, url, url, body.k)
-        data = decode_base64(body.image_base64, item="image_base64", limit=limit)
-        return await service.inference.run(tag_image, service, data, "image_base64", body.k)
-    if kind == MULTIPART:
-        form = await read_form(request, max_files=1)
-        data, name = await form_image(form, limit, "tags")
-        form_k = parse_k(form.get("k"), default=k or 5, max_k=MAX_TAGS_K)
-        return await service.inference.run(tag_image, service, data, name, form_k)
-    if kind.startswith("image/"):
-        data = await raw_image(request, limit)
-        return await service.inference.run(tag_image, service, data, "upload", k or 5)
-    raise unsupported_media(request, [MULTIPART, JSON, "image/*"])
+    image, name, body, form = await read_image_request(request, limit, TagsRequest, "tags")
+    if body is not None:
+        k = body.k
+    elif form is not None:
+        k = parse_k(form.get("k"), default=k or 5, max_k=MAX_TAGS_K)
+    return await service.inference.run(tag_image, service, image, name, k or 5)
 
 
 @router.post(
@@ -355,25 +329,9 @@ def authenticate_image(
     responses=ERRORS,
     summary="Does a photo show this product?",
     tags=["products"],
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                JSON: {"schema": AuthenticityRequest.model_json_schema()},
-                MULTIPART: {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "image": {"type": "string", "format": "binary"},
-                            "rerank": {"type": "integer"},
-                            "window": {"type": "integer"},
-                        },
-                        "required": ["image"],
-                    }
-                },
-                "image/*": {"schema": {"type": "string", "format": "binary"}},
-            }
-        }
-    },
+    openapi_extra=image_request_body(
+        AuthenticityRequest, rerank={"type": "integer"}, window={"type": "integer"}
+    ),
 )
 async def authenticity(
     request: Request,
@@ -393,24 +351,12 @@ async def authenticity(
     does: a multipart `image` field, JSON with `image_url` or `image_base64`, or a raw `image/*`
     body."""
     limit = service.settings.max_upload_bytes
-    kind = media_type(request)
-    run = service.inference.run
-    if kind == JSON:
-        body: AuthenticityRequest = await read_json(request, AuthenticityRequest)
-        if body.image_url:
-            url = require_url(body.image_url, "image_url")
-            return await run(authenticate_image, service, product_id, url, url, body.rerank, body.window)
-        data = decode_base64(body.image_base64, item="image_base64", limit=limit)
-        return await run(
-            authenticate_image, service, product_id, data, "image_base64", body.rerank, body.window
-        )
-    if kind == MULTIPART:
-        form = await read_form(request, max_files=1)
-        data, name = await form_image(form, limit, "authenticity")
-        form_rerank = parse_k(form.get("rerank"), default=rerank or 0, max_k=MAX_RERANK, name="rerank", low=0)
-        form_window = parse_k(form.get("window"), default=window or 100, max_k=MAX_K, name="window")
-        return await run(authenticate_image, service, product_id, data, name, form_rerank, form_window)
-    if kind.startswith("image/"):
-        data = await raw_image(request, limit)
-        return await run(authenticate_image, service, product_id, data, "upload", rerank or 0, window or 100)
-    raise unsupported_media(request, [MULTIPART, JSON, "image/*"])
+    image, name, body, form = await read_image_request(request, limit, AuthenticityRequest, "authenticity")
+    if body is not None:
+        rerank, window = body.rerank, body.window
+    elif form is not None:
+        rerank = parse_k(form.get("rerank"), default=rerank or 0, max_k=MAX_RERANK, name="rerank", low=0)
+        window = parse_k(form.get("window"), default=window or 100, max_k=MAX_K, name="window")
+    return await service.inference.run(
+        authenticate_image, service, product_id, image, name, rerank or 0, window or 100
+    )
