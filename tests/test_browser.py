@@ -205,11 +205,13 @@ def test_hearts_collect_likes_and_recommend_from_them(page, server, tmp_path, fm
     hearts.nth(5).click()
     hearts.nth(5).click()  # changed their mind: a second click takes the like back
     assert page.inner_text("#liked-count") == "\u2665 2 liked"
+    assert page.locator("#liked-strip .liked-thumb img").count() == 2  # the liked products' pictures
     assert hearts.nth(0).get_attribute("aria-pressed") == "true"
     assert hearts.nth(5).get_attribute("aria-pressed") == "false"
     page.click("#liked-show")
     page.wait_for_selector("#results-title:has-text('Recommended from 2 liked products')")
     page.wait_for_selector(".card")
+    page.evaluate("window.scrollTo(0, 0)")  # the side panel is sticky: draw it from the top
     shot(page, "02b-recommended-from-likes")
     liked = [ids[0], ids[3]]
     expected = httpx.post(f"{server}/v1/recommendations", json={"liked": liked, "k": 12}).json()
@@ -279,9 +281,13 @@ def test_a_shared_likes_link_drops_products_the_catalog_no_longer_has(browser, s
     status = page.inner_text("#liked-status")
     assert "1 liked product is no longer in the catalog" in status and page.is_visible("#liked-status")
     assert page.inner_text("#liked-count") == "\u2665 1 liked"  # the link's likes became the tab's
+    page.wait_for_selector("#liked-strip .liked-thumb img")  # its picture fetched
     assert parse_qs(urlparse(page.url).query)["liked"] == ["fmnist-test-5"]
     expected = httpx.post(f"{server}/v1/recommendations", json={"liked": ["fmnist-test-5"], "k": 12}).json()
     assert card_ids(page) == [h["product_id"] for h in expected["results"]]
+    page.click("#liked-strip .liked-thumb")  # a liked product's picture shows the products like it
+    page.wait_for_selector("#results-title:has-text('Products like')")
+    assert parse_qs(urlparse(page.url).query)["product"] == ["fmnist-test-5"]
     context.close()
     assert errors == []
 

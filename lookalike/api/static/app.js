@@ -40,6 +40,7 @@ const els = {
   likedShow: $("liked-show"),
   likedClear: $("liked-clear"),
   likedStatus: $("liked-status"),
+  likedStrip: $("liked-strip"),
 };
 
 const ERROR_TITLES = {
@@ -241,15 +242,27 @@ async function loadStats() {
 // POST /v1/recommendations for products like all of them (the API takes up to 20).
 const LIKED_STORAGE = "lookalike.liked";
 const MAX_LIKED = 20;
+const LIKED_THUMBS_STORAGE = "lookalike.likedThumbs";
 let liked = [];
-try { liked = JSON.parse(sessionStorage.getItem(LIKED_STORAGE) || "[]").filter((x) => typeof x === "string"); }
-catch (_) { liked = []; }
+let likedThumbs = {}; // product id -> its thumbnail URL (from the card it was liked on)
+try {
+  liked = JSON.parse(sessionStorage.getItem(LIKED_STORAGE) || "[]").filter((x) => typeof x === "string");
+  likedThumbs = JSON.parse(sessionStorage.getItem(LIKED_THUMBS_STORAGE) || "{}") || {};
+} catch (_) { liked = []; likedThumbs = {}; }
+let likedUrls = []; // object URLs of the liked strip's thumbnails (API key mode), revoked on redraw
 
 function saveLiked(announce = null) {
+  for (const id of Object.keys(likedThumbs)) if (!liked.includes(id)) delete likedThumbs[id];
   try {
-    if (liked.length) sessionStorage.setItem(LIKED_STORAGE, JSON.stringify(liked));
-    else sessionStorage.removeItem(LIKED_STORAGE);
+    if (liked.length) {
+      sessionStorage.setItem(LIKED_STORAGE, JSON.stringify(liked));
+      sessionStorage.setItem(LIKED_THUMBS_STORAGE, JSON.stringify(likedThumbs));
+    } else {
+      sessionStorage.removeItem(LIKED_STORAGE);
+      sessionStorage.removeItem(LIKED_THUMBS_STORAGE);
+    }
   } catch (_) { /* storage disabled */ }
+  drawLikedStrip();
   const n = liked.length;
   els.liked.hidden = n === 0;
   const heart = document.createElement("span");
@@ -263,6 +276,47 @@ function saveLiked(announce = null) {
     b.setAttribute("aria-pressed", on ? "true" : "false");
     b.textContent = on ? "\u2665" : "\u2661";
   }
+}
+
+/** The liked products as small pictures in the likes box; each one shows the products like it. */
+function drawLikedStrip() {
+  for (const url of likedUrls) URL.revokeObjectURL(url);
+  likedUrls = [];
+  const items = liked.map((id) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "liked-thumb";
+    b.title = `${id}: find products like it`;
+    b.setAttribute("aria-label", `Liked ${id}: find products like it`);
+    const url = likedThumbs[id];
+    if (url) {
+      const img = document.createElement("img");
+      img.alt = "";
+      if (!apiKey) img.src = url;
+      else loadThumb(url).then((blob) => { if (blob) { likedUrls.push(blob); img.src = blob; } });
+      b.append(img);
+    } else {
+      b.textContent = id.slice(0, 3);
+    }
+    b.addEventListener("click", () => searchProduct({ product_id: id, thumbnail_url: url }));
+    return b;
+  });
+  els.likedStrip.replaceChildren(...items);
+}
+
+/** Thumbnails for liked products that came without one (a shared link): one product read each. */
+async function fillLikedThumbs() {
+  const missing = liked.filter((id) => !likedThumbs[id]);
+  await Promise.all(missing.map(async (id) => {
+    try {
+      const r = await api(`/v1/products/${encodeURIComponent(id)}`);
+      if (r.ok) {
+        const url = ((await r.json()).thumbnail_urls || [])[0];
+        if (url) likedThumbs[id] = url;
+      }
+    } catch (_) { /* the strip shows the id instead */ }
+  }));
+  if (missing.length) saveLiked();
 }
 
 function toggleLike(id) {
@@ -495,7 +549,10 @@ function card(hit, i) {
   like.setAttribute("aria-label", `Like ${hit.title || hit.product_id}`);
   like.title = "Like it: recommendations come from the products you like";
   like.textContent = on ? "\u2665" : "\u2661";
-  like.addEventListener("click", () => toggleLike(hit.product_id));
+  like.addEventListener("click", () => {
+    if (hit.thumbnail_url) likedThumbs[hit.product_id] = hit.thumbnail_url;
+    toggleLike(hit.product_id);
+  });
   li.append(button, like);
   return li;
 }
@@ -757,7 +814,10 @@ async function restore(state) {
   } else if (words) {
     searchText(words, false);
   } else if (likedIds.length) {
-    if (!liked.length) { liked = [...likedIds]; } // a shared link: its likes become this tab's
+    if (!liked.length) { // a shared link: its likes become this tab's, pictures fetched
+      liked = [...likedIds];
+      fillLikedThumbs();
+    }
     searchLiked(likedIds, false);
   } else { // the page as it opens (a photo from before a reload cannot come back)
     requestSeq++; // a search still running must not fill the grid
