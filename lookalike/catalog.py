@@ -82,6 +82,9 @@ class IndexReport:
     images_failed: int = 0
     images_embedded: int = 0
     images_reused: int = 0
+    #: with ``replace_images``: images products no longer list (the image goes unless another
+    #: product uses it)
+    images_unlinked: int = 0
     failures: list[dict] = field(default_factory=list)
     elapsed_s: float = 0.0
     report_path: str | None = None
@@ -92,7 +95,7 @@ class IndexReport:
     def add(self, other: IndexReport) -> None:
         for name in (
             "products_seen products_indexed products_failed products_created products_updated "
-            "images_seen images_failed images_embedded images_reused"
+            "images_seen images_failed images_embedded images_reused images_unlinked"
         ).split():
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.failures.extend(other.failures)
@@ -468,6 +471,7 @@ class Catalog:
             report.products_created = result.products_created
             report.products_updated = result.products_updated
             report.images_embedded = result.embeddings_added
+            report.images_unlinked = result.links_removed
 
     # --- search -----------------------------------------------------------------------------
     def _view(self, model: str) -> _View:

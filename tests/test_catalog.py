@@ -366,6 +366,7 @@ def test_reindexing_a_folder_adds_by_default_and_replaces_when_asked(tmp_path, f
         assert len(cat.get_product("p").image_ids) == 2  # added beside the old one
         report = cat.index(tmp_path / "shop", model="pixels", progress=False, replace_images=True)
         assert report.products_indexed == 2 and report.images_embedded == 0
+        assert report.images_unlinked == 1  # the old photo of p, reported
         (image_id,) = cat.get_product("p").image_ids
         assert cat.store.get_image(image_id).sha256 == hashlib.sha256(photo.read_bytes()).hexdigest()
         s = cat.stats()

@@ -295,7 +295,10 @@ def test_reindexing_with_replace_images_swaps_a_changed_photo(indexed, product_p
     listed = json.loads(run("products", "--db", str(indexed), "--json").stdout)
     images = {p["product_id"]: len(p["image_ids"]) for p in listed["products"]}
     assert images["sku001"] == 2  # by default indexing adds
-    run("index", str(product_photos), "--db", str(indexed), "--model", "pixels", "--replace-images")
+    replaced = run(
+        "index", str(product_photos), "--db", str(indexed), "--model", "pixels", "--replace-images"
+    )
+    assert "1 image(s) no longer listed removed" in " ".join(replaced.stdout.split())
     listed = json.loads(run("products", "--db", str(indexed), "--json").stdout)
     assert {p["product_id"]: len(p["image_ids"]) for p in listed["products"]}["sku001"] == 1
 

@@ -116,7 +116,7 @@ def test_replace_images_drops_other_links_and_orphans(store):
     result = store.write_batch(
         "m", [a3], [ProductWrite("a", image_shas=[a2.sha256, a3.sha256], replace_images=True)]
     )
-    assert result == WriteResult(images_added=1, embeddings_added=1, links_added=1)
+    assert result == WriteResult(images_added=1, embeddings_added=1, links_added=1, links_removed=1)
     ids = store.images_with_sha([a1.sha256, a2.sha256, a3.sha256], "m")
     assert a1.sha256 not in ids  # its only product dropped it: the orphan image went too
     assert sorted(_links(store)["a"]) == sorted([ids[a2.sha256][0], ids[a3.sha256][0]])

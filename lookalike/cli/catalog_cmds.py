@@ -130,6 +130,7 @@ def index(
             f"with [bold]{r.model}[/] in {r.elapsed_s:.1f}s: {r.images_embedded} images embedded, "
             f"{r.images_reused} unchanged, {r.images_failed} bad image(s), "
             f"{r.products_failed} product(s) skipped"
+            + (f", {r.images_unlinked} image(s) no longer listed removed" if r.images_unlinked else "")
         )
         for f in r.failures[:10]:
             err_console.print(f"[yellow]skipped[/] {escape(f['item'])}: {escape(f['reason'])}")

@@ -96,6 +96,8 @@ class WriteResult:
     images_added: int = 0
     embeddings_added: int = 0
     links_added: int = 0
+    #: with ``replace_images``: links to images a product no longer lists
+    links_removed: int = 0
 
 
 class Store(ABC):

@@ -511,12 +511,13 @@ class PostgresStore(Store):
                 link_images.append(ids[sha])
                 positions.append(pos)
         if replaced:
-            c.execute(
+            removed = c.execute(
                 "DELETE FROM product_images pi WHERE pi.product_id = ANY(%s) AND NOT EXISTS "
                 "(SELECT 1 FROM unnest(%s::bigint[], %s::bigint[]) AS k(product_id, image_id) "
                 "WHERE k.product_id = pi.product_id AND k.image_id = pi.image_id)",
                 (replaced, link_pks, link_images),
             )
+            result.links_removed += removed.rowcount
         if link_pks:
             cur = c.execute(
                 "INSERT INTO product_images(product_id, image_id, position) "

@@ -240,9 +240,10 @@ class SQLiteStore(Store):
                 wanted = [ids[s] for s in dict.fromkeys(p.image_shas)]
                 if p.replace_images:
                     keep = ",".join(str(i) for i in wanted) or "NULL"
-                    c.execute(
+                    cur = c.execute(
                         f"DELETE FROM product_images WHERE product_id = ? AND image_id NOT IN ({keep})", (pk,)
                     )
+                    result.links_removed += cur.rowcount
                 for pos, image_id in enumerate(wanted):
                     cur = c.execute(
                         "INSERT INTO product_images(product_id, image_id, position) VALUES (?, ?, ?) "
