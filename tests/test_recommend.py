@@ -203,7 +203,10 @@ def test_api_recommendations(catalog_db, by_category):
         for body, where in [
             ({"liked": []}, "liked"),
             ({"liked": liked, "method": "mean"}, "method"),
-            ({"liked": ["../etc/passwd"]}, "liked.0"),
+            (
+                {"liked": ["../etc/passwd"]},
+                "liked.0: '../etc/passwd' is not a valid product id (1-128 letters",
+            ),
             ({"liked": liked, "k": 101}, "k"),
             ({"liked": liked, "surprise": 1}, "surprise"),
             ({"liked": [f"fmnist-test-{i}" for i in range(21)]}, "liked"),

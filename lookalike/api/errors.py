@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lookalike.api.schemas import PRODUCT_ID_PATTERN
 from lookalike.errors import (
     ImageError,
     InvalidRequest,
@@ -25,6 +26,12 @@ from lookalike.errors import (
 )
 
 log = logging.getLogger("lookalike.api")
+
+#: what a product id may hold (schemas.PRODUCT_ID_PATTERN), said in words
+PRODUCT_ID_RULE = (
+    " (1-128 letters, digits, spaces and . _ : @ + = ~ - ( ) [ ] # & , ' %; starting with a letter "
+    "or digit; no slash, backslash, quote, ! < > or control characters)"
+)
 
 
 class APIError(Exception):
@@ -74,6 +81,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
         msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        value = err.get("input")
+        if err.get("type") == "string_pattern_mismatch" and isinstance(value, str):
+            pattern = (err.get("ctx") or {}).get("pattern")
+            what = "product id" if pattern in (None, PRODUCT_ID_PATTERN) else "value"
+            msg = f"{value[:80]!r} is not a valid {what}" + (PRODUCT_ID_RULE if what == "product id" else "")
         parts.append(f"{where}: {msg}" if where else msg)
     return "; ".join(parts) or "invalid request"
 
