@@ -99,8 +99,8 @@ def check_authenticity(
     product = catalog.get_product(product_id)  # ProductNotFound before any image work
     model = catalog.model
     image = catalog._query_image(photo)
-    query = catalog.embedder(model).embed_image(image)
-    query = query / (np.linalg.norm(query) or 1.0)
+    vectors, boxes = catalog.embedder(model).embed_and_locate([image])  # once, also for re-ranking
+    query = vectors[0] / (np.linalg.norm(vectors[0]) or 1.0)
     stored = catalog.store.vectors_for_images(product.image_ids, model)
     if not stored:
         catalog.get_product(product_id)  # deleted meanwhile: ProductNotFound, not a model problem
@@ -122,7 +122,9 @@ def check_authenticity(
     # lookalike must rank within ``near`` of them, fewer in a small catalog
     near = min(window, max(2, math.ceil(LOOKALIKE_SHARE * catalog.product_count(model))))
     if rerank:
-        hits = catalog.search_reranked(image, k=max(window, 1), model=model, rerank=rerank, verifier=verifier)
+        hits = catalog.search_reranked(
+            image, k=window, model=model, rerank=rerank, verifier=verifier, located=(vectors[0], boxes[0])
+        )
     else:
         hits = catalog.search_vector(query, k=window, model=model)
     rank = next((i for i, h in enumerate(hits, 1) if h.product_id == product_id), None)

@@ -571,12 +571,14 @@ class Catalog:
         *,
         rerank: int = 100,
         verifier: str | None = None,
+        located: tuple[np.ndarray, Any] | None = None,
     ) -> list[Hit]:
         """Search with a loaded photo, then re-order its first products by alignment with it
         and a learned verifier (:mod:`lookalike.rerank`): alignment screens the first
         3 × ``rerank`` results and the verifier checks the best ``rerank`` of them. Each aligned
         hit carries its ``alignment`` score, each verified one its ``verifier`` score too.
-        ``verifier``: "default", "none" or a checkpoint path (None: the ``verifier`` setting)."""
+        ``verifier``: "default", "none" or a checkpoint path (None: the ``verifier`` setting).
+        ``located``: the photo's (vector, box) from ``embed_and_locate`` when the caller has them."""
         from lookalike.rerank import Reranker
 
         if not 1 <= k <= 1000:
@@ -588,8 +590,11 @@ class Catalog:
             verifier_precision=self.settings.verifier_precision,
         )
         model = self._name(model)
-        vectors, boxes = self.embedder(model).embed_and_locate([image])
-        hits = self.search_vector(vectors[0], k=max(k, reranker.reach), filters=filters, model=model)
+        if located is None:
+            vectors, boxes = self.embedder(model).embed_and_locate([image])
+            located = (vectors[0], boxes[0])
+        vector, box = located
+        hits = self.search_vector(vector, k=max(k, reranker.reach), filters=filters, model=model)
         a = min(reranker.reach, len(hits))
         # an image deleted since the search has no thumbnail: it aligns with nothing (0)
         blank = Image.new("L", (1, 1))
@@ -597,7 +602,7 @@ class Catalog:
         thumbs = [
             Image.open(io.BytesIO(data)) if (data := stored.get(h.image_id)) else blank for h in hits[:a]
         ]
-        order, scores = reranker.rerank(image, thumbs, [h.score for h in hits], boxes[0])
+        order, scores = reranker.rerank(image, thumbs, [h.score for h in hits], box)
         out = []
         for i in order[:k]:
             h = hits[int(i)]
