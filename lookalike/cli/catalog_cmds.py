@@ -17,6 +17,7 @@ from lookalike.cli.options import (
     JsonOption,
     KOption,
     ModelOption,
+    RerankOption,
     TextModelOption,
     console,
     err_console,
@@ -173,15 +174,7 @@ def search(
     k: KOption = 10,
     filter: FilterOption = None,
     json_: JsonOption = False,
-    rerank: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=1000,
-            help="Re-rank: alignment with the photo screens the first 3×N products and the learned "
-            "verifier checks the best N of them (0: off).",
-        ),
-    ] = 0,
+    rerank: RerankOption = 0,
     verifier: Annotated[
         str | None,
         typer.Option(

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from lookalike.cli.app import app
-from lookalike.cli.options import DbOption, JsonOption, console, image_input, open_catalog
+from lookalike.cli.options import DbOption, JsonOption, RerankOption, console, image_input, open_catalog
 
 
 @app.command()
@@ -67,15 +67,7 @@ def authenticate(
     product_id: Annotated[str, typer.Argument(help="The product the photo is said to show.")],
     image: Annotated[str, typer.Argument(help="Image path, http(s) URL or - (standard input) to check.")],
     db: DbOption = None,
-    rerank: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            max=1000,
-            help="Rank with alignment and the learned verifier over this many products (0: the "
-            "embedding alone); for customer photos 100-300 finds the product first far more often.",
-        ),
-    ] = 0,
+    rerank: RerankOption = 0,
     window: Annotated[
         int, typer.Option(min=1, max=1000, help="Products looked at before the verdict is 'different'.")
     ] = 100,
